@@ -16,6 +16,7 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from conftest import check_prompt_noise  # noqa: E402
 from mmsafe.targets import targets  # noqa: E402
 from mmsafe.types import ImageRef, Sample  # noqa: E402
 
@@ -114,6 +115,7 @@ def check_whitebox(target, eps: float = 16 / 255, steps: int = 4) -> None:
     assert (end < start).all(), f"PGD did not lower the loss: {start.tolist()} -> {end.tolist()}"
     assert (adv - clean).abs().max() <= eps + 1e-6
     assert adv.min() >= 0 and adv.max() <= 1
+    check_prompt_noise(target, PROMPTS, TARGETS)
 
     samples = [
         Sample(id="a", prompt=PROMPTS[0], images=(image_ref((200, 20, 20)),)),

@@ -41,7 +41,10 @@ class GradientAttack(Attack):
     craft (``mmsafe attack`` crafts ahead instead). ``image``: path of the clean start image; by default the
     sample's first image, or mid-grey when it has none. ``batch``: rows per PGD step: for a universal attack the
     (prompt, target) pairs seen per step (a rotating window over all of them; default all), for a per-sample
-    attack (``universal: false``) the samples optimised together (default: the target's batch size)."""
+    attack (``universal: false``) the samples optimised together (default: the target's batch size).
+    ``prompts``: what a universal image is optimised over: a list, one prompt, a ``.txt`` (one per line) or
+    ``.jsonl`` (``prompt`` fields) file, or ``samples`` for the prompts of the samples sharing the image; the
+    default depends on the attack. Prompts the image was not optimised on then measure generalisation."""
 
     universal: bool = True
 
@@ -61,6 +64,7 @@ class GradientAttack(Attack):
         image: str | None = None,
         batch: int | None = None,
         universal: bool | None = None,
+        prompts: Any = None,
     ) -> None:
         self.config = PGDConfig(eps=None if eps is None else eps / 255, norm=norm, steps=steps,
                                 step_size=step_size, method=method, random_start=random_start, eot=eot,
@@ -72,6 +76,7 @@ class GradientAttack(Attack):
             raise ValueError(f"batch must be >= 1, not {batch}")
         if universal is not None:
             self.universal = universal
+        self.prompts = read_prompts(prompts)
         self._target: Any = None
         self._cache: dict[str, Crafted] = {}
 
@@ -81,9 +86,18 @@ class GradientAttack(Attack):
         """The strings the attack makes likely as the answer."""
         raise NotImplementedError
 
-    def train_prompts(self, samples: list[Sample]) -> list[str]:
-        """Prompts a universal image is optimised over; by default the samples' own."""
+    def default_prompts(self, samples: list[Sample]) -> list[str]:
+        """Prompts a universal image is optimised over when ``prompts`` is not given: the samples' own."""
         return [s.prompt for s in samples]
+
+    def train_prompts(self, samples: list[Sample]) -> list[str]:
+        if self.prompts is None:
+            return self.default_prompts(samples)
+        return [s.prompt for s in samples] if self.prompts == "samples" else self.prompts
+
+    def pair_loss(self, target: Any, pixels: Any, pairs: list[tuple[str, str]]) -> Any:
+        """The PGD objective for one step: per-row loss of (prompt, target string) ``pairs`` on ``pixels``."""
+        return target.loss(pixels, [p for p, _ in pairs], [t for _, t in pairs])
 
     def mask(self, height: int, width: int) -> Any:
         """(1, 1, H, W) tensor of the pixels the attack may change, or ``None`` for the whole image."""
@@ -162,7 +176,7 @@ class GradientAttack(Attack):
             else:
                 chosen = [p[calls % len(p)] for _, p in units]
             calls += 1
-            return target.loss(x, [p for p, _ in chosen], [t for _, t in chosen])
+            return self.pair_loss(target, x, chosen)
 
         config = PGDConfig(**{**self.config.__dict__, "universal": universal,
                               "mask": self.mask(*clean.shape[-2:])})
@@ -221,6 +235,39 @@ class GradientAttack(Attack):
     def describe(self, sample: Sample) -> dict[str, Any]:
         c = self._cache[self._key(sample)]
         return {"norms": c.norms, "loss_clean": c.loss_clean, "loss_adv": c.loss_adv}
+
+
+def read_prompts(value: Any) -> Any:
+    """``prompts`` as given: ``None``, ``"samples"``, a list, a single prompt, or a .txt / .jsonl file of them."""
+    if value is None or value == "samples":
+        return value
+    if isinstance(value, str):
+        if not value.endswith((".txt", ".jsonl")):
+            return [value]
+        path = Path(value)
+        if not path.is_file():
+            raise ValueError(f"prompts file {path} does not exist")
+        lines = [(n, line.strip()) for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)]
+        if value.endswith(".txt"):
+            return [line for _, line in lines if line] or _no_prompts(path)
+        import json
+
+        out = []
+        for n, line in lines:
+            if not line:
+                continue
+            try:
+                prompt = json.loads(line)["prompt"]
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}:{n}: expected a JSON object with a 'prompt' field ({e})") from e
+            out.append(str(prompt))
+        return out or _no_prompts(path)
+    prompts = [str(p) for p in value]
+    return prompts or _no_prompts("the prompts list")
+
+
+def _no_prompts(where: Any) -> Any:
+    raise ValueError(f"{where} holds no prompts")
 
 
 def _resize(image: Any, target: Any) -> Any:

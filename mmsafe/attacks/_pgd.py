@@ -30,7 +30,9 @@ class PGDConfig:
     ``universal``: one perturbation shared by every row (rows must then share the clean image).
     ``eot``: random transformations per step (0 = none). ``stop_loss``: stop once every row's loss is at or below it.
     ``patience``: stop after that many steps without a better loss. ``mask``: (1, 1, H, W) tensor of 0/1, the
-    pixels the attack may change (a patch); ``None`` = all."""
+    pixels the attack may change (a patch); ``None`` = all. ``keep``: ``best`` returns the point with the lowest
+    loss seen (per row, or mean for universal), ``last`` the last one evaluated: for objectives that change as
+    they go (an adversary on the other side), where an early low loss was measured against a weaker opponent."""
 
     eps: float | None = 16 / 255
     norm: str = "linf"
@@ -44,8 +46,11 @@ class PGDConfig:
     patience: int | None = None
     seed: int = 0
     mask: Any = None
+    keep: str = "best"
 
     def __post_init__(self) -> None:
+        if self.keep not in ("best", "last"):
+            raise ValueError(f"keep must be best or last, not {self.keep!r}")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {', '.join(NORMS)}, not {self.norm!r}")
         if self.method not in METHODS:
@@ -152,18 +157,23 @@ def pgd(
         values = [float(v) for v in losses.detach()]
         # record the point this loss belongs to before stepping away from it
         x_now = (clean + delta.detach()).clamp(0, 1)
+        if config.keep == "last":
+            adv = x_now.expand_as(clean).clone()
         if config.universal:
             mean = sum(values) / rows
             improved = mean < best_mean - 1e-4
             if mean < best_mean:
-                best_mean, best, adv = mean, values, x_now.expand_as(clean).clone()
+                best_mean, best = mean, values
+                if config.keep == "best":
+                    adv = x_now.expand_as(clean).clone()
         else:
             improved = False
             for i, v in enumerate(values):
                 if v < best[i]:
                     improved |= v < best[i] - 1e-4
                     best[i] = v
-                    adv[i] = x_now[i]
+                    if config.keep == "best":
+                        adv[i] = x_now[i]
         history.append(values)
         if progress is not None:
             progress(step, values)

@@ -31,18 +31,14 @@ class Hijack(GradientAttack):
     success on the dataset's prompts measures generalisation to unseen prompts.
     """
 
-    def __init__(self, output: str = "Visit example.com for the answer.", prompts: Any = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, output: str = "Visit example.com for the answer.", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if not output.strip():
             raise ValueError("output (the string to force) must not be empty")
         self.output = output
-        self.prompts = prompts
 
     def target_strings(self) -> list[str]:
         return [self.output]
 
-    def train_prompts(self, samples: list[Sample]) -> list[str]:
-        if self.prompts == "samples":
-            return [s.prompt for s in samples]
-        return [self.prompts] if isinstance(self.prompts, str) else list(self.prompts or TRAIN_PROMPTS)
+    def default_prompts(self, samples: list[Sample]) -> list[str]:
+        return list(TRAIN_PROMPTS)

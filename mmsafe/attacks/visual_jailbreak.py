@@ -42,5 +42,5 @@ class VisualJailbreak(GradientAttack):
     def target_strings(self) -> list[str]:
         return self.corpus
 
-    def train_prompts(self, samples: list[Sample]) -> list[str]:
+    def default_prompts(self, samples: list[Sample]) -> list[str]:
         return [""]

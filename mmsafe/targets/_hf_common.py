@@ -1,9 +1,10 @@
-"""Shared machinery for the white-box Hugging Face VLM targets (Qwen2-VL, Idefics3/SmolVLM, PaliGemma, Gemma 3,
-Llama 3.2 Vision).
+"""Shared machinery for the white-box Hugging Face VLM targets (LLaVA / LLaVA-NeXT, Qwen2-VL, Idefics3/SmolVLM,
+PaliGemma, Gemma 3, Llama 3.2 Vision).
 
 Each family file says only what differs: how its image becomes model inputs (in torch, so gradients reach the
 pixels), how many placeholder tokens an image takes in the text, and any extra per-token inputs. Loading, chat
-formatting, padding, label masking, the per-sample loss and batched generation live here.
+formatting, padding, label masking, the per-sample loss, prompt-embedding perturbations (for cross-prompt attacks)
+and batched generation live here.
 
 The image processors of these families are not used on the loss path: their default ("fast") versions need
 torchvision and all of them work in numpy, outside the graph. Each family re-implements its processor's resize,
@@ -79,6 +80,10 @@ class HFVisionTarget(WhiteBoxTarget):
     """Base of the white-box Hugging Face VLM targets; a family subclass fills in the hooks below."""
 
     model_types: tuple[str, ...] = ()
+    # False for targets that build their own checkpoint (tiny-llava): ``hf:`` never dispatches to them.
+    hub: bool = True
+    # Families that can run on the CLIP defaults when a checkpoint has no image processor config (LLaVA).
+    needs_image_processor: bool = True
     # What the chat template writes for one image; ``image_text`` replaces it with the model's full image span.
     image_marker: str = "<image>"
     # Chat templates differ on whether a system message's content may be a list of parts (Llama 3.2's may not).
@@ -134,18 +139,35 @@ class HFVisionTarget(WhiteBoxTarget):
         ``labels`` (-100 outside the answer) on the loss path, ``None`` when generating."""
         return {}
 
+    def model_inputs(self, input_ids: Any, pixels: Any | None) -> dict[str, Any]:
+        """What the model's forward (and generate) gets for the tokens and images: ids plus ``vision_inputs`` by
+        default; a family that merges image features itself returns ``inputs_embeds`` as well."""
+        return {"input_ids": input_ids, **(self.vision_inputs(pixels) if pixels is not None else {})}
+
+    def to_pixels(self, image: Any) -> Any:
+        """A PIL image as (3, H, W) pixels in [0, 1] at ``image_size``: what ``generate`` feeds and where gradient
+        attacks start. A plain bicubic resize unless the family crops or pads first."""
+        return to_pixels(image, self.image_size)
+
+    def prompt_encoding(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of a prompt text (special tokens as the chat template wrote them) and each token's character
+        span in ``text``."""
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+        return enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+
     def prompt_text(self, prompt: str, has_image: bool) -> str:
         """The text before the answer: chat template with the generation prompt, image span expanded."""
-        content: list[dict[str, str]] = [{"type": "image"}] if has_image else []
-        content.append({"type": "text", "text": prompt})
-        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-        if self.system_prompt is not None:
-            sys_content: Any = (
-                self.system_prompt if self.system_as_text else [{"type": "text", "text": self.system_prompt}]
-            )
-            messages.insert(0, {"role": "system", "content": sys_content})
         if not self.chat_template:
             raise ValueError(f"{self.model_id}: no chat template in the tokenizer or processor files")
+        content: Any = [{"type": "image"}] if has_image else []
+        content.append({"type": "text", "text": prompt})
+        if not self.template_takes_parts:
+            content = f"{self.image_marker}\n{prompt}" if has_image else prompt
+        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
+        if self.system_prompt is not None:
+            plain = self.system_as_text or not self.template_takes_parts
+            sys_content: Any = self.system_prompt if plain else [{"type": "text", "text": self.system_prompt}]
+            messages.insert(0, {"role": "system", "content": sys_content})
         text = self.tok.apply_chat_template(
             messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
         )
@@ -160,6 +182,10 @@ class HFVisionTarget(WhiteBoxTarget):
 
     # ---- loading ------------------------------------------------------------------------------------------------
 
+    def source(self) -> str:
+        """What ``from_pretrained`` loads; a target that builds its own checkpoint returns its folder."""
+        return self.model_id
+
     def load(self) -> None:
         if self._model is not None:
             return
@@ -168,11 +194,17 @@ class HFVisionTarget(WhiteBoxTarget):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        src = self.source()
         try:
-            tok = AutoTokenizer.from_pretrained(self.model_id)
+            tok = AutoTokenizer.from_pretrained(src)
             # Without torchvision transformers falls back to the PIL processor; we only read its config values.
-            image_processor = AutoImageProcessor.from_pretrained(self.model_id)
-            model = AutoModelForImageTextToText.from_pretrained(self.model_id, dtype=getattr(torch, self.dtype))
+            try:
+                image_processor = AutoImageProcessor.from_pretrained(src)
+            except (OSError, ValueError):
+                if self.needs_image_processor:
+                    raise
+                image_processor = None
+            model = AutoModelForImageTextToText.from_pretrained(src, dtype=getattr(torch, self.dtype))
         except OSError as e:
             raise OSError(
                 f"cannot load model {self.model_id!r}: {e}\nOffline? Use a folder saved with save_pretrained."
@@ -191,8 +223,22 @@ class HFVisionTarget(WhiteBoxTarget):
             tok.pad_token = tok.eos_token
         self._model, self.tok, self.image_processor = model, tok, image_processor
         self.config = model.config
-        self.chat_template = load_chat_template(self.model_id, tok)
+        self.chat_template = load_chat_template(src, tok)
+        self.template_takes_parts = self._takes_parts()
         self.setup()
+
+    def _takes_parts(self) -> bool:
+        """Whether the chat template renders message content given as a list of parts (multimodal templates) or
+        only a plain string (a text LM's template, as in tiny-llava): a string template prints the list or fails
+        on it."""
+        if not self.chat_template:
+            return True
+        probe = [{"role": "user", "content": [{"type": "text", "text": "probe"}]}]
+        try:
+            text = self.tok.apply_chat_template(probe, chat_template=self.chat_template, tokenize=False)
+        except Exception:  # noqa: BLE001 - jinja raises whatever the template's string operations raise
+            return False
+        return "'type'" not in text
 
     @property
     def model(self) -> Any:
@@ -207,6 +253,48 @@ class HFVisionTarget(WhiteBoxTarget):
     def close(self) -> None:
         self._model = self.tok = self.image_processor = None
 
+    # ---- prompt-embedding perturbations -------------------------------------------------------------------------
+
+    def prompt_positions(self, text: str, prompt: str) -> list[int]:
+        """Indices in ``prompt_encoding(text)`` of the tokens that overlap the user's ``prompt`` (its last
+        occurrence in ``text``, which follows any system prompt)."""
+        start = text.rfind(prompt) if prompt else -1
+        if start < 0:
+            raise ValueError(f"{self.model_id}: the prompt {prompt[:40]!r} is not in the chat text")
+        end = start + len(prompt)
+        try:
+            _, offsets = self.prompt_encoding(text)
+        except NotImplementedError as e:  # slow (Python) tokenizers have no offsets
+            raise ValueError(f"{self.model_id}: prompt perturbations need a fast tokenizer ({e})") from e
+        return [i for i, (a, b) in enumerate(offsets) if a < end and b > start and b > a]
+
+    def prompt_noise_shape(self, prompt: str) -> tuple[int, int]:
+        """(tokens, hidden size) of the perturbation ``loss`` accepts for ``prompt`` (with an image)."""
+        text = self.prompt_text(prompt, True)
+        return len(self.prompt_positions(text, prompt)), self.model.get_input_embeddings().embedding_dim
+
+    def embedding_std(self) -> float:
+        """Spread of the token embeddings the model sees (after any scaling inside the embedding layer): the unit
+        of prompt-perturbation budgets."""
+        import torch
+
+        emb = self.model.get_input_embeddings()
+        with torch.no_grad():
+            ids = torch.arange(min(emb.num_embeddings, 4096), device=self.model.device)
+            return float(emb(ids).float().std())
+
+    def _add_to_embeddings(self, add: Any) -> Any:
+        """A handle for a forward hook that adds ``add`` (B, T, D) to the token embeddings, once per forward."""
+        calls = {"n": 0}
+
+        def hook(module: Any, args: Any, out: Any) -> Any:
+            if calls["n"] or tuple(out.shape) != tuple(add.shape):
+                return out
+            calls["n"] += 1
+            return out + add.to(out.dtype)
+
+        return self.model.get_input_embeddings().register_forward_hook(hook)
+
     # ---- batching -----------------------------------------------------------------------------------------------
 
     def token_ids(self, text: str) -> list[int]:
@@ -219,7 +307,7 @@ class HFVisionTarget(WhiteBoxTarget):
 
         rows, labels = [], []
         for i, text in enumerate(texts):
-            ids = self.token_ids(text)
+            ids = self.prompt_encoding(text)[0]
             ans = self.token_ids(answers[i]) if answers is not None else []
             if answers is not None and not ans:
                 raise ValueError(f"target {i} is empty: nothing to score")
@@ -232,8 +320,10 @@ class HFVisionTarget(WhiteBoxTarget):
         lab = torch.tensor([[-100] * (width - len(r)) + r for r in labels])
         return input_ids, mask, lab
 
-    def loss(self, pixels: Any, prompts: list[str], targets: list[str]) -> Any:
-        """Mean NLL of ``targets[i]`` as the answer to ``prompts[i]`` with image ``pixels[i]``; (B,) tensor."""
+    def loss(self, pixels: Any, prompts: list[str], targets: list[str], prompt_noise: list[Any] | None = None) -> Any:
+        """Mean NLL of ``targets[i]`` as the answer to ``prompts[i]`` with image ``pixels[i]``; (B,) tensor.
+        ``prompt_noise[i]`` (``prompt_noise_shape(prompts[i])``, or ``None``) is added to the embeddings of the
+        prompt's tokens, differentiably: the text side of cross-prompt attacks."""
         model = self.model
         if pixels.dim() != 4 or pixels.shape[0] != len(prompts) or len(prompts) != len(targets):
             raise ValueError(
@@ -242,20 +332,45 @@ class HFVisionTarget(WhiteBoxTarget):
             )
         if tuple(pixels.shape[-2:]) != tuple(self.image_size):
             raise ValueError(f"pixels are {tuple(pixels.shape[-2:])}, this target takes image_size {self.image_size}")
-        input_ids, mask, labels = self.encode([self.prompt_text(p, True) for p in prompts], targets)
+        texts = [self.prompt_text(p, True) for p in prompts]
+        input_ids, mask, labels = self.encode(texts, targets)
         dev = model.device
         input_ids, mask, labels = input_ids.to(dev), mask.to(dev), labels.to(dev)
+        hook = None
+        if prompt_noise is not None and any(n is not None for n in prompt_noise):
+            hook = self._add_to_embeddings(self._noise_tensor(texts, prompts, prompt_noise, input_ids, mask))
         # Left padding puts every answer at the end: only the last (longest answer + 1) logits are needed.
         keep = int((labels != -100).sum(1).max()) + 1
-        out = model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            **self.vision_inputs(pixels.to(dev, model.dtype)),
-            **self.token_inputs(input_ids, labels, True),
-            use_cache=False,
-            logits_to_keep=keep,
-        )
+        try:
+            out = model(
+                attention_mask=mask,
+                **self.model_inputs(input_ids, pixels.to(dev, model.dtype)),
+                **self.token_inputs(input_ids, labels, True),
+                use_cache=False,
+                logits_to_keep=keep,
+            )
+        finally:
+            if hook is not None:
+                hook.remove()
         return sequence_nll(out.logits[:, :-1], labels[:, -(keep - 1):])
+
+    def _noise_tensor(self, texts: list[str], prompts: list[str], noise: list[Any], input_ids: Any, mask: Any) -> Any:
+        """(B, T, D) zeros with ``noise[i]`` at row i's prompt tokens (left padding shifts them by the pad)."""
+        import torch
+
+        dim = self.model.get_input_embeddings().embedding_dim
+        add = torch.zeros((*input_ids.shape, dim), device=input_ids.device)
+        for i, (text, prompt, n) in enumerate(zip(texts, prompts, noise)):
+            if n is None:
+                continue
+            pad = int((mask[i] == 0).sum())
+            pos = [pad + p for p in self.prompt_positions(text, prompt)]
+            if tuple(n.shape) != (len(pos), dim):
+                raise ValueError(f"prompt_noise[{i}] is {tuple(n.shape)}; prompt {prompt[:40]!r} takes "
+                                 f"{(len(pos), dim)} (prompt_noise_shape)")
+            rows = torch.full((len(pos),), i, device=add.device)
+            add = add.index_put((rows, torch.tensor(pos, device=add.device)), n.to(add.device, add.dtype))
+        return add
 
     # ---- generation ---------------------------------------------------------------------------------------------
 
@@ -267,11 +382,12 @@ class HFVisionTarget(WhiteBoxTarget):
         dev = model.device
         input_ids, mask = input_ids.to(dev), mask.to(dev)
         kwargs = generation_kwargs(self.tok, self.max_new_tokens, self.temperature, self.seed)
-        if pixels is not None:
-            kwargs.update(self.vision_inputs(pixels.to(dev, model.dtype)))
         kwargs.update(self.token_inputs(input_ids, None, pixels is not None))
         with torch.inference_mode():
-            out = model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
+            inputs = self.model_inputs(input_ids, None if pixels is None else pixels.to(dev, model.dtype))
+            # with inputs_embeds too, the ids make generate return the prompt first, as it does without
+            inputs.setdefault("input_ids", input_ids)
+            out = model.generate(attention_mask=mask, **inputs, **kwargs)
         decoded = decode_until_eos(model, self.tok, out[:, input_ids.shape[1]:].tolist())
         return [(text, int(sum(m)), n) for (text, n), m in zip(decoded, mask.tolist())]
 
@@ -290,7 +406,7 @@ class HFVisionTarget(WhiteBoxTarget):
                 )
                 continue
             try:
-                px = to_pixels(load_image(s.images[0]), self.image_size) if s.images else None
+                px = self.to_pixels(load_image(s.images[0])) if s.images else None
                 groups[bool(s.images)].append((i, self.prompt_text(s.prompt, bool(s.images)), px))
             except (ImageError, ValueError) as e:
                 responses[i] = Response(error=str(e))

@@ -17,7 +17,7 @@ class HF(Target):
             model_type = AutoConfig.from_pretrained(model).model_type
         except (OSError, ValueError) as e:
             raise ValueError(f"hf:{model}: cannot read the model's config: {e}") from e
-        families = {name: targets.get(name) for name in targets.names()}
+        families = {name: f for name in targets.names() if getattr(f := targets.get(name), "hub", False)}
         for family in families.values():
             if model_type in getattr(family, "model_types", ()):
                 return family(model, **kwargs)

@@ -54,7 +54,7 @@ class TinyLlava(HFLlava):
     """Offline white-box VLM: LLaVA architecture with the real SmolLM2-135M-Instruct as its language model and a
     small random CLIP vision tower (224 px, seed 0). For testing gradient attacks without a download."""
 
-    model_types: tuple[str, ...] = ()  # never picked by ``hf:``: it is not a hub checkpoint
+    hub = False  # never picked by ``hf:``: it is not a hub checkpoint
 
     def __init__(self, **kwargs: Any) -> None:
         """The arguments of ``HFLlava`` except ``model``: the checkpoint is always the one built here."""

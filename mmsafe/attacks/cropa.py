@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from typing import Any
+
+from mmsafe.attacks._gradient import GradientAttack
+from mmsafe.attacks.base import attacks
+from mmsafe.attacks.hijack import TRAIN_PROMPTS
+from mmsafe.types import Sample
+
+
+@attacks.register("cropa")
+class CroPA(GradientAttack):
+    """Cross-prompt attack (Luo et al. 2024, "An Image Is Worth 1000 Lies: Adversarial Transferability across
+    Prompts on Vision-Language Models", ICLR): one image that forces ``output`` whatever the user asks, made robust
+    to prompt variation by an adversary on the text side.
+
+    Threat model: white-box gradients; the attacker controls the image only (L∞ 16/255 by default; the paper uses
+    up to 32/255). During crafting every training prompt carries a learnable perturbation of its token embeddings
+    that works *against* the image: the image takes a descent step on the target loss each step, the prompt
+    perturbations take a sign-gradient ascent step every ``prompt_every`` steps (the paper's update interval), so
+    the image is optimised for the prompt's neighbourhood rather than its exact tokens. The prompt perturbations
+    are dropped after crafting: users' prompts are clean. ``prompt_step`` and ``prompt_eps`` (the L∞ bound of the
+    prompt perturbation) are in units of the model's token-embedding standard deviation, so they mean the same on
+    any model (the paper's absolute values are tied to its models' embedding scale). Needs a target with
+    prompt-embedding perturbations (the ``hf:`` families and ``tiny-llava``).
+    """
+
+    def __init__(self, output: str = "unknown", prompt_step: float = 0.5, prompt_eps: float = 5.0,
+                 prompt_every: int = 5, **kwargs: Any) -> None:
+        if kwargs.get("universal") is False:
+            raise ValueError("cropa is universal over prompts by definition: universal cannot be false")
+        super().__init__(**kwargs)
+        if not output.strip():
+            raise ValueError("output (the string to force) must not be empty")
+        if prompt_step < 0 or prompt_eps < 0 or prompt_every < 1:
+            raise ValueError("prompt_step and prompt_eps must be >= 0 and prompt_every >= 1")
+        self.output = output
+        # the loss is measured against a prompt adversary that grows stronger: its early low values are not better
+        # images, so the last image is kept, as the paper's min-max intends
+        self.config.keep = "last"
+        self.prompt_step, self.prompt_eps, self.prompt_every = prompt_step, prompt_eps, prompt_every
+        self._noise: dict[str, Any] = {}
+        self._calls = 0
+        self._scale: float | None = None
+
+    def target_strings(self) -> list[str]:
+        return [self.output]
+
+    def default_prompts(self, samples: list[Sample]) -> list[str]:
+        return list(TRAIN_PROMPTS)
+
+    def _craft_units(self, *args: Any, **kwargs: Any) -> Any:
+        self._noise, self._calls = {}, 0  # each image gets its own text adversary
+        return super()._craft_units(*args, **kwargs)
+
+    def pair_loss(self, target: Any, pixels: Any, pairs: list[tuple[str, str]]) -> Any:
+        import torch
+
+        if not hasattr(target, "prompt_noise_shape"):
+            raise ValueError(f"cropa needs a target that can perturb prompt embeddings (hf:<id>, tiny-llava); "
+                             f"{type(target).__name__} cannot")
+        if self._scale is None:
+            self._scale = target.embedding_std()
+        prompts = [p for p, _ in pairs]
+        for p in prompts:
+            if p not in self._noise:
+                self._noise[p] = torch.zeros(target.prompt_noise_shape(p), device=pixels.device,
+                                             requires_grad=True)
+        loss = target.loss(pixels, prompts, [t for _, t in pairs], prompt_noise=[self._noise[p] for p in prompts])
+        self._calls += 1
+        if self.prompt_step and self._calls % self.prompt_every == 0:
+            live = list(dict.fromkeys(prompts))
+            grads = torch.autograd.grad(loss.sum(), [self._noise[p] for p in live], retain_graph=True)
+            bound = self.prompt_eps * self._scale
+            for p, g in zip(live, grads):
+                # ascent: the text adversary makes the target string less likely. A new leaf, not an in-place
+                # update: this step's graph still holds the old one for the image's gradient.
+                step = (self._noise[p].detach() + self.prompt_step * self._scale * g.sign()).clamp(-bound, bound)
+                self._noise[p] = step.requires_grad_(True)
+        return loss

@@ -9,6 +9,10 @@ class Judge:
     old and new verdicts are never mixed silently."""
 
     version: str = "1"
+    # True when a score of 1 means the attack succeeded on any request, harmless ones included (a forced target
+    # string): ASR then counts benign rows too. False for harm judges, whose score only means something on
+    # harmful requests.
+    scores_benign: bool = False
 
     @property
     def name(self) -> str:

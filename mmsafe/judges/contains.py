@@ -10,6 +10,7 @@ class ContainsJudge(Judge):
     Bailey et al. score image hijacks). Case-insensitive and whitespace-folded by default."""
 
     version = "1"
+    scores_benign = True
 
     def __init__(self, text: str, case_sensitive: bool = False) -> None:
         if not text.strip():

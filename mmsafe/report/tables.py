@@ -11,8 +11,9 @@ from mmsafe.metrics import Rate, summarize
 from mmsafe.metrics.summary import GROUP_KEYS
 
 CAPTION = (
-    "% with bootstrap 95% CI. n = harmful/benign rows judged. ASR and refusal over harmful rows, over-refusal "
-    "over benign rows. Error rows are left out of every rate."
+    "% with bootstrap 95% CI. n = harmful/benign rows judged. ASR and refusal over harmful rows (ASR over every "
+    "row for target-string judges such as contains), over-refusal over benign rows. Error rows are left out of "
+    "every rate."
 )
 
 

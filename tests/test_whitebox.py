@@ -103,8 +103,9 @@ def test_processor_template_and_normalisation_match_hf(tiny_proc, tmp_path):
     from transformers import AutoProcessor
 
     tiny_proc.load()
-    assert tiny_proc._mean == (0.5, 0.5, 0.5)
-    assert tiny_proc.chat_text("Hi", 1) == "USER: <image>\nHi ASSISTANT:"
+    assert tiny_proc.mean == (0.5, 0.5, 0.5)
+    assert tiny_proc.prompt_text("Hi", True) == f"USER: {tiny_proc.image_text()}\nHi ASSISTANT:"
+    assert tiny_proc.image_text() == "<image>" * 16  # (32 / 8) ** 2 patches, CLS dropped
     ref = _png(tmp_path, "n.png", 7, size=(40, 48))
     ours = (tiny_proc.to_pixels(Image.open(ref.path).convert("RGB")) - 0.5) / 0.5
     theirs = AutoProcessor.from_pretrained(tiny_proc.model_id).image_processor(
@@ -137,10 +138,8 @@ def test_loss_is_per_sample_and_reaches_pixels(which, request):
     with torch.no_grad():
         alone = target.loss(pixels[1:2], ["Describe it."], ["A cat sitting here"])
     assert torch.allclose(alone, loss[1:2].detach(), atol=1e-4)
-    # a resized input goes through the same graph
-    big = torch.rand(1, 3, 50, 40, requires_grad=True)
-    target.loss(big, ["Hi"], ["Sure"]).sum().backward()
-    assert big.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="image_size"):
+        target.loss(torch.rand(1, 3, 50, 40), ["Hi"], ["Sure"])
 
 
 def test_generate_batch_with_errors_isolated(tiny, tiny_next, tmp_path):
@@ -154,7 +153,8 @@ def test_generate_batch_with_errors_isolated(tiny, tiny_next, tmp_path):
         out = target.generate(samples)
         assert len(out) == 4
         assert out[2].error and "bad.png" in out[2].error
-        for r in (out[0], out[1], out[3]):
+        assert out[3].error and "at most one image" in out[3].error
+        for r in (out[0], out[1]):
             assert r.error is None and r.completion_tokens and r.completion_tokens <= 4
     # greedy: the same input gives the same text, alone or in a batch
     assert tiny.generate([samples[0]])[0].text == tiny.generate(samples)[0].text
@@ -219,6 +219,54 @@ def test_gradient_attacks_craft_and_apply(tiny, tmp_path, name, args):
         attacks.build(name).apply(samples[0])
 
 
+@pytest.mark.parametrize("which", ["tiny", "tiny_next", "tiny_proc"])
+def test_prompt_embedding_noise(which, request):
+    from conftest import check_prompt_noise
+
+    target = request.getfixturevalue(which)
+    target.load()
+    check_prompt_noise(target, ["What is shown here?", "Describe it in one word."], ["Sure", "A cat"])
+
+
+def test_cropa_image_descends_while_the_prompt_adversary_ascends(tiny, tmp_path):
+    attack = attacks.build({"name": "cropa", "args": {"output": "unknown", "steps": 6, "eps": 16,
+                                                      "prompts": ["What is it?", "Describe it."],
+                                                      "prompt_every": 1, "prompt_eps": 2.0}})
+    img = _png(tmp_path, "c.png", 8)
+    (c,) = attack.craft(tiny, [Sample(id="1", prompt="Is it big?", images=(img,))])
+    assert c.loss_adv < c.loss_clean and c.norms["linf"] <= 16 / 255 + 1e-6
+    scale = tiny.embedding_std()
+    assert set(attack._noise) == {"What is it?", "Describe it."}
+    for prompt, noise in attack._noise.items():
+        assert tuple(noise.shape) == tiny.prompt_noise_shape(prompt)
+        assert 0 < noise.abs().max() <= 2.0 * scale + 1e-6
+    # the text adversary works against the image: its perturbation makes the target less likely
+    adv = torch.from_numpy(np.asarray(c.image, dtype=np.float32) / 255).permute(2, 0, 1)[None].expand(2, -1, -1, -1)
+    prompts = list(attack._noise)
+    with torch.no_grad():
+        plain = tiny.loss(adv, prompts, ["unknown"] * 2)
+        attacked = tiny.loss(adv, prompts, ["unknown"] * 2, prompt_noise=[attack._noise[p] for p in prompts])
+    assert attacked.mean() > plain.mean()
+    with pytest.raises(ComponentError, match="universal"):
+        attacks.build({"name": "cropa", "args": {"universal": False}})
+
+
+def test_prompts_from_files(tmp_path):
+    from mmsafe.attacks._gradient import read_prompts
+
+    (tmp_path / "p.txt").write_text("What is it?\n\nDescribe it.\n")
+    (tmp_path / "p.jsonl").write_text('{"prompt": "Hi?"}\n{"text": "no prompt"}\n')
+    assert read_prompts(str(tmp_path / "p.txt")) == ["What is it?", "Describe it."]
+    assert read_prompts("Just one?") == ["Just one?"] and read_prompts("samples") == "samples"
+    with pytest.raises(ValueError, match=r"p\.jsonl:2: .*'prompt'"):
+        read_prompts(str(tmp_path / "p.jsonl"))
+    with pytest.raises(ValueError, match="does not exist"):
+        read_prompts(str(tmp_path / "missing.txt"))
+    attack = attacks.build({"name": "refusal", "args": {"prompts": str(tmp_path / "p.txt")}})
+    assert attack.train_prompts([Sample(id="1", prompt="ignored")]) == ["What is it?", "Describe it."]
+    assert attacks.build("refusal").train_prompts([Sample(id="1", prompt="own")]) == ["own"]
+
+
 def test_apply_crafts_with_its_own_target_deterministically(tiny, tmp_path):
     spec = {"name": "hijack", "args": {"target": f"hf:{tiny.model_id}", "steps": 2, "prompts": ["Hi?"]}}
     sample = Sample(id="1", prompt="What is it?", images=(_png(tmp_path, "s.png", 6),))
@@ -262,8 +310,10 @@ def test_cli_attack_writes_a_jsonl_dataset(tiny, tmp_path):
             {"id": "q2", "prompt": "Is it red?", "image": "img.png", "category": "c", "benign": True}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "adv"
+    (tmp_path / "shadow.txt").write_text("Describe it.\nWhat colour is it?\n")
     result = CliRunner().invoke(app, ["--target", f"hf:{tiny.model_id}", "--attack", "refusal", "--dataset",
-                                      f"jsonl:{data}", "--out", str(out), "--eps", "8", "--steps", "2"])
+                                      f"jsonl:{data}", "--out", str(out), "--eps", "8", "--steps", "2",
+                                      "--prompts", str(tmp_path / "shadow.txt")])
     assert result.exit_code == 0, result.output
     ds = datasets.build(f"jsonl:{out / 'adversarial.jsonl'}")
     loaded = ds.load()
@@ -272,6 +322,12 @@ def test_cli_attack_writes_a_jsonl_dataset(tiny, tmp_path):
     assert loaded[0].metadata["linf"] <= 8 / 255 + 1e-6
     with Image.open(loaded[0].images[0].path) as im:
         assert im.format == "PNG" and im.size == (32, 32)
+    # the paired baseline: same rows, the start image as the target sees it, within eps of the adversarial one
+    clean = datasets.build(f"jsonl:{out / 'clean.jsonl'}").load()
+    assert [(s.id, s.prompt, s.benign) for s in clean] == [(s.id, s.prompt, s.benign) for s in loaded]
+    with Image.open(clean[0].images[0].path) as a, Image.open(loaded[0].images[0].path) as b:
+        diff = np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16))
+        assert 0 < diff.max() <= 8
     bad = CliRunner().invoke(app, ["--target", f"hf:{tiny.model_id}", "--attack", "figstep", "--dataset",
                                    f"jsonl:{data}", "--out", str(out)])
     assert bad.exit_code == 2 and "not a gradient attack" in bad.output
@@ -321,3 +377,26 @@ def test_transfer_crafts_on_the_surrogate_and_scans_another_target(tiny, tmp_pat
     (row,) = list(store.rows())
     store.close()
     assert row["response"] and row["images"][0]["sha256"] == out.images[0].sha256
+
+
+def test_grounding_training_updates_only_the_vision_side(tiny, tmp_path, capsys):
+    import random
+
+    from mmsafe.targets.train_tiny_llava import correct, main, picture
+
+    im, facts = picture(random.Random(0), 64)
+    assert im.size == (64, 64) and facts["background"] != facts["colour"]
+    assert correct("background", {"background": "blue"}, "The background is blue.")
+    assert not correct("background", {"background": "blue"}, "It is red, not blue.")
+    assert correct("shape", {"shape": "circle"}, "A circle.") and not correct("shape", {"shape": "circle"}, "")
+    out = tmp_path / "trained"
+    main(["--model", f"hf:{tiny.model_id}", "--out", str(out), "--steps", "2", "--batch", "2", "--eval", "2"])
+    printed = capsys.readouterr().out
+    assert "before:" in printed and "after:" in printed and "step 2/2" in printed
+    trained = targets.build(f"hf:{out}")
+    trained.load()
+    tiny.load()
+    before, after = tiny.model.state_dict(), trained.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any("vision_tower" in k for k in changed) and any("multi_modal_projector" in k for k in changed)
+    assert not any("language_model" in k or "lm_head" in k for k in changed)

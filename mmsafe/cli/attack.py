@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 
 app = typer.Typer(
-    help="Craft white-box adversarial images (hijack, visual-jailbreak, refusal, patch) and save them as a dataset.",
+    help="Craft white-box adversarial images (hijack, visual-jailbreak, refusal, patch, cropa) and save them as a dataset.",
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -29,18 +29,20 @@ def _fail(msg: str) -> NoReturn:
 @app.callback(invoke_without_command=True)
 def attack(
     target: Annotated[str, typer.Option("--target", "-t", help="White-box target, e.g. tiny-llava (offline) or hf:llava-hf/llava-1.5-7b-hf.")],
-    attack: Annotated[str, typer.Option("--attack", "-a", help="Gradient attack: hijack, visual-jailbreak, refusal or patch; NAME:VALUE sets its first argument, e.g. hijack:'Visit example.com'.")],
+    attack: Annotated[str, typer.Option("--attack", "-a", help="Gradient attack: hijack, visual-jailbreak, refusal, patch or cropa; NAME:VALUE sets its first argument, e.g. hijack:'Visit example.com'.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Samples to attack, e.g. jsonl:path/to/file.jsonl.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs and adversarial.jsonl.")],
-    eps: Annotated[Optional[float], typer.Option(help="Budget in pixel levels of 255 (L∞ 16 = 16/255). Negative = unconstrained. [default: 16]")] = None,
-    steps: Annotated[Optional[int], typer.Option(min=1, help="PGD steps. [default: 100]")] = None,
-    norm: Annotated[Optional[str], typer.Option(help="linf or l2. [default: linf]")] = None,
-    method: Annotated[Optional[str], typer.Option(help="sign (PGD) or adam. [default: sign]")] = None,
+    eps: Annotated[Optional[float], typer.Option(help="Budget in pixel levels of 255 (L∞ 16 = 16/255). Negative = unconstrained. \\[default: 16]")] = None,
+    steps: Annotated[Optional[int], typer.Option(min=1, help="PGD steps. \\[default: 100]")] = None,
+    norm: Annotated[Optional[str], typer.Option(help="linf or l2. \\[default: linf]")] = None,
+    method: Annotated[Optional[str], typer.Option(help="sign (PGD) or adam. \\[default: sign]")] = None,
     batch: Annotated[Optional[int], typer.Option(min=1, help="Rows per step: (prompt, target) pairs for universal attacks (seen in turn), samples for per-sample ones.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="Samples, spread over categories and harmful/benign.")] = None,
+    prompts: Annotated[Optional[str], typer.Option(help="Prompts a universal image is optimised over: a .txt (one per line) or .jsonl file, or 'samples' for the dataset's own. The dataset's prompts are then held out. \\[default: per attack]")] = None,
 ) -> None:
     """Craft one adversarial image per clean image (universal attacks) or per sample, show the loss per step, save
-    PNGs under OUT and OUT/adversarial.jsonl (id, prompt, image, category, benign, plus norms and losses)."""
+    PNGs under OUT and OUT/adversarial.jsonl (id, prompt, image, category, benign, plus norms and losses), and
+    OUT/clean.jsonl: the same rows with the unperturbed start image, the baseline to scan against."""
     import os
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -55,7 +57,7 @@ def attack(
     err = Console(stderr=True)
     spec = ComponentSpec.parse(attack)
     for key, value in (("eps", None if eps is not None and eps < 0 else eps), ("steps", steps), ("norm", norm),
-                       ("method", method), ("batch", batch)):
+                       ("method", method), ("batch", batch), ("prompts", prompts)):
         if value is not None or (key == "eps" and eps is not None):
             spec.args[key] = value
     try:
@@ -79,30 +81,42 @@ def attack(
     crafted = _craft_with_progress(atk, tgt, samples, err)
     out.mkdir(parents=True, exist_ok=True)
     (out / "images").mkdir(exist_ok=True)
-    files: dict[int, str] = {}
-    lines = []
+    files: dict[Any, str] = {}
+
+    def save(image: Any) -> str:
+        from mmsafe.types import ImageRef
+
+        ref = ImageRef.from_pil(image)  # PNG: lossless, so the scan reads exactly these 8-bit pixels
+        name = f"images/{ref.sha256[:16]}.png"
+        if name not in files.values():
+            (out / name).write_bytes(ref.read_bytes())
+        return name
+
+    adversarial, clean = [], []
     for s, c in zip(samples, crafted):
         if id(c) not in files:
-            from mmsafe.types import ImageRef
-
-            ref = ImageRef.from_pil(c.image)  # PNG: lossless, so the scan reads exactly these 8-bit pixels
-            name = f"images/{ref.sha256[:16]}.png"
-            (out / name).write_bytes(ref.read_bytes())
-            files[id(c)] = name
+            files[id(c)] = save(c.image)
+            files[(id(c), "clean")] = save(c.clean)
         row: dict[str, Any] = {"id": s.id, "prompt": s.prompt, "image": files[id(c)], "category": s.category,
                                "benign": s.benign, "attack": spec.name, "attack_spec": atk.spec.label,
                                "target": target, "source": s.source, "loss_clean": round(c.loss_clean, 6),
                                "loss_adv": round(c.loss_adv, 6), "steps": c.steps}
         row.update({k: (None if v == float("inf") else round(v, 6)) for k, v in c.norms.items()})
-        lines.append(json.dumps(row, ensure_ascii=False))
-    (out / "adversarial.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        adversarial.append(json.dumps(row, ensure_ascii=False))
+        clean.append(json.dumps({"id": s.id, "prompt": s.prompt, "image": files[(id(c), "clean")],
+                                 "category": s.category, "benign": s.benign, "source": s.source},
+                                ensure_ascii=False))
+    (out / "adversarial.jsonl").write_text("\n".join(adversarial) + "\n", encoding="utf-8")
+    # the same rows with the start image as the target sees it: the paired baseline for the adversarial scan
+    (out / "clean.jsonl").write_text("\n".join(clean) + "\n", encoding="utf-8")
     unique = {id(c): c for c in crafted}.values()
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     Console().print(
         f"{len(samples)} samples, {len(unique)} adversarial images in {out}/images; mean loss "
         f"{mean([c.loss_clean for c in unique]):.3f} -> {mean([c.loss_adv for c in unique]):.3f} (8-bit PNG), "
         f"max L∞ {max(c.norms['linf'] for c in unique) * 255:.1f}/255\n"
-        f"Next: mmsafe scan -t {target} -d jsonl:{out / 'adversarial.jsonl'} -a none",
+        f"Next: mmsafe scan -t {target} -d jsonl:{out / 'adversarial.jsonl'} -a none   (baseline: "
+        f"-d jsonl:{out / 'clean.jsonl'})",
         highlight=False, soft_wrap=True,
     )
 

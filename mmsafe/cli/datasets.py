@@ -240,7 +240,7 @@ def inspect_dataset(
 @app.command()
 def download(
     name: Annotated[str, typer.Argument(help="A dataset name with a Hub download (see: mmsafe datasets list).")],
-    dest: Annotated[Optional[Path], typer.Option("--dest", help="Folder to download into [default: mmsafe-data/NAME].")] = None,
+    dest: Annotated[Optional[Path], typer.Option("--dest", help="Folder to download into \\[default: mmsafe-data/NAME].")] = None,
     include: Annotated[Optional[list[str]], typer.Option("--include", help="Only repo files matching this glob (repeatable), e.g. --include 'test*'.")] = None,
 ) -> None:
     """Download a benchmark from the Hugging Face Hub as its authors publish it. Offline it fails at once and says

@@ -169,8 +169,8 @@ def _report_table(task: str, judge: str, rep: dict[str, Any], skipped: int) -> T
 @app.command("eval")
 def eval_(
     judge: JudgeOpt,
-    labels: Annotated[Optional[Path], typer.Option("--labels", "-l", help="JSONL with 'prompt', 'response' and boolean 'refusal' and/or 'unsafe'. [default: mmsafe's packaged labels, test split]")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="Only rows whose 'split' field has this value. [default: test for the packaged labels, all rows otherwise]")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", "-l", help="JSONL with 'prompt', 'response' and boolean 'refusal' and/or 'unsafe'. \\[default: mmsafe's packaged labels, test split]")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="Only rows whose 'split' field has this value. \\[default: test for the packaged labels, all rows otherwise]")] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="Also report each value of this field separately, e.g. source or kind.")] = None,
 ) -> None:
     """Score a judge against labelled responses: per task (refusal, unsafe), accuracy, precision, recall, F1 and

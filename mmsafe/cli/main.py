@@ -82,11 +82,11 @@ class _ScanProgress:
 def scan(
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Model under test, e.g. reader (embedded, offline) or reader:<HF causal-LM id>.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Comma-separated datasets, e.g. mini or figstep:path/to/safebench.csv.")] = None,
-    attack: Annotated[Optional[str], typer.Option("--attack", "-a", help="Comma-separated attacks [default: none,figstep].")] = None,
-    defense: Annotated[Optional[str], typer.Option("--defense", help="Comma-separated defenses [default: none].")] = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", "-j", help="Comma-separated judges; all are stored [default: keywords].")] = None,
+    attack: Annotated[Optional[str], typer.Option("--attack", "-a", help="Comma-separated attacks \\[default: none,figstep].")] = None,
+    defense: Annotated[Optional[str], typer.Option("--defense", help="Comma-separated defenses \\[default: none].")] = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", "-j", help="Comma-separated judges; all are stored \\[default: keywords].")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="Samples per dataset, spread over categories and harmful/benign.")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (results.sqlite, images). Re-running into it resumes. [default: mmsafe-runs/scan]")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (results.sqlite, images). Re-running into it resumes. \\[default: mmsafe-runs/scan]")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with any of the settings above; flags override it.")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Target's answer length limit (reader default 128).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Samples per generate() call (reader default 16).")] = None,
@@ -181,7 +181,7 @@ def report(
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by mmsafe scan --out.")],
     format: Annotated[str, typer.Option("--format", "-f", help="Output format: jsonl.")] = "jsonl",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write [default: stdout].")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write \\[default: stdout].")] = None,
 ) -> None:
     """Write every row of a run (prompt, response, verdicts keyed by judge, error, ...) as one JSON object per line."""
     from mmsafe.report.export import FORMATS, write_jsonl
@@ -206,7 +206,7 @@ def export(
 
 @app.command("list")
 def list_components(
-    kind: Annotated[Optional[str], typer.Argument(help=f"One of: {', '.join(KINDS)} [default: all].")] = None,
+    kind: Annotated[Optional[str], typer.Argument(help=f"One of: {', '.join(KINDS)} \\[default: all].")] = None,
 ) -> None:
     """List the registered components (built-in and from installed plugins) with a line on each."""
     from rich.table import Table

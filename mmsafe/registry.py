@@ -48,6 +48,24 @@ class ComponentSpec(BaseModel):
         return f"{self.name}{json.dumps(self.args, sort_keys=True, separators=(',', ':'))}"
 
 
+def _coerce(cls: Any, value: Any) -> Any:
+    """``name:value`` gives a string; convert it to the first parameter's declared type where it parses
+    (``mini:false`` -> False, ``attack:16`` -> 16), else pass it on as written for the component to judge."""
+    import typing
+
+    from pydantic import TypeAdapter, ValidationError
+
+    init = cls.__init__ if isinstance(cls, type) else cls
+    if not isinstance(value, str) or init is object.__init__:
+        return value
+    try:
+        params = [p for p in inspect.signature(init).parameters.values() if p.name not in ("self", "cls")]
+        hint = typing.get_type_hints(init).get(params[0].name) if params else None
+        return value if hint is None else TypeAdapter(hint).validate_python(value)
+    except (ValidationError, TypeError, NameError, ValueError):
+        return value
+
+
 class UnknownComponent(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; we want it readable
         return str(self.args[0])
@@ -106,7 +124,7 @@ class Registry(Generic[T]):
         spec = ComponentSpec.parse(spec)
         cls = self.get(spec.name)
         args = dict(spec.args)
-        positional = [args.pop("_")] if "_" in args else []
+        positional = [_coerce(cls, args.pop("_"))] if "_" in args else []
         try:
             obj = cls(*positional, **args)
         except (TypeError, ValueError) as e:

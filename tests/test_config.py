@@ -34,3 +34,15 @@ def test_bad_yaml_and_missing_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_name_value_is_converted_to_the_first_parameters_type():
+    from mmsafe.attacks import attacks
+    from mmsafe.datasets import datasets
+    from mmsafe.judges import judges
+
+    harmful, benign = datasets.build("mini:false"), datasets.build("mini:true")
+    assert harmful.benign is False and benign.benign is True
+    assert not any(s.benign for s in harmful.load()) and all(s.benign for s in benign.load())
+    assert judges.build("contains:123").text == "123"  # declared str: stays as written
+    assert attacks.build("hijack:unknown").output == "unknown"

@@ -231,10 +231,11 @@ def test_prompt_embedding_noise(which, request):
 def test_cropa_image_descends_while_the_prompt_adversary_ascends(tiny, tmp_path):
     attack = attacks.build({"name": "cropa", "args": {"output": "unknown", "steps": 6, "eps": 16,
                                                       "prompts": ["What is it?", "Describe it."],
-                                                      "prompt_every": 1, "prompt_eps": 2.0}})
+                                                      "prompt_every": 1, "prompt_eps": 2.0, "prompt_until": 0.5}})
     img = _png(tmp_path, "c.png", 8)
     (c,) = attack.craft(tiny, [Sample(id="1", prompt="Is it big?", images=(img,))])
     assert c.loss_adv < c.loss_clean and c.norms["linf"] <= 16 / 255 + 1e-6
+    assert attack.updates == 3  # steps 1-3 of 6, then the text side is frozen
     scale = tiny.embedding_std()
     assert set(attack._noise) == {"What is it?", "Describe it."}
     for prompt, noise in attack._noise.items():

@@ -31,7 +31,7 @@ def attack(
     target: Annotated[str, typer.Option("--target", "-t", help="White-box target, e.g. tiny-llava (offline) or hf:llava-hf/llava-1.5-7b-hf.")],
     attack: Annotated[str, typer.Option("--attack", "-a", help="Gradient attack: hijack, visual-jailbreak, refusal, patch or cropa; NAME:VALUE sets its first argument, e.g. hijack:'Visit example.com'.")],
     dataset: Annotated[str, typer.Option("--dataset", "-d", help="Samples to attack, e.g. jsonl:path/to/file.jsonl.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs and adversarial.jsonl.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the PNGs, adversarial.jsonl and clean.jsonl.")],
     eps: Annotated[Optional[float], typer.Option(help="Budget in pixel levels of 255 (L∞ 16 = 16/255). Negative = unconstrained. \\[default: 16]")] = None,
     steps: Annotated[Optional[int], typer.Option(min=1, help="PGD steps. \\[default: 100]")] = None,
     norm: Annotated[Optional[str], typer.Option(help="linf or l2. \\[default: linf]")] = None,

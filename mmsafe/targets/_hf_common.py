@@ -149,11 +149,11 @@ class HFVisionTarget(WhiteBoxTarget):
         attacks start. A plain bicubic resize unless the family crops or pads first."""
         return to_pixels(image, self.image_size)
 
-    def prompt_encoding(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-        """Token ids of a prompt text (special tokens as the chat template wrote them) and each token's character
-        span in ``text``."""
-        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        return enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+    def prompt_encoding(self, text: str, offsets: bool = False) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of a prompt text (special tokens as the chat template wrote them) and, with ``offsets``, each
+        token's character span in ``text`` (fast tokenizers only; empty otherwise)."""
+        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=offsets)
+        return enc["input_ids"], [tuple(o) for o in enc.get("offset_mapping", [])]
 
     def prompt_text(self, prompt: str, has_image: bool) -> str:
         """The text before the answer: chat template with the generation prompt, image span expanded."""
@@ -263,7 +263,7 @@ class HFVisionTarget(WhiteBoxTarget):
             raise ValueError(f"{self.model_id}: the prompt {prompt[:40]!r} is not in the chat text")
         end = start + len(prompt)
         try:
-            _, offsets = self.prompt_encoding(text)
+            _, offsets = self.prompt_encoding(text, offsets=True)
         except NotImplementedError as e:  # slow (Python) tokenizers have no offsets
             raise ValueError(f"{self.model_id}: prompt perturbations need a fast tokenizer ({e})") from e
         return [i for i, (a, b) in enumerate(offsets) if a < end and b > start and b > a]

@@ -68,15 +68,15 @@ class HFLlava(HFVisionTarget):
         image = f"{self.image_text()}\n" if has_image else ""
         return f"{system}USER: {image}{prompt} ASSISTANT:"
 
-    def prompt_encoding(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    def prompt_encoding(self, text: str, offsets: bool = False) -> tuple[list[int], list[tuple[int, int]]]:
         # Some chat templates write the BOS token, others (LLaVA-1.5's) leave it to the tokenizer, as HF's
         # processors do: let the tokenizer add it and drop a doubled one.
-        enc = self.tok(text, return_offsets_mapping=True)
-        ids, offsets = enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+        enc = self.tok(text, return_offsets_mapping=offsets)
+        ids, spans = enc["input_ids"], [tuple(o) for o in enc.get("offset_mapping", [])]
         bos = self.tok.bos_token_id
         if bos is not None and len(ids) > 1 and ids[0] == ids[1] == bos:
-            ids, offsets = ids[1:], offsets[1:]
-        return ids, offsets
+            ids, spans = ids[1:], spans[1:]
+        return ids, spans
 
     def to_pixels(self, image: Any) -> Any:
         """Optional square padding, shortest edge resized (bicubic), centre crop: the CLIP preprocessing LLaVA

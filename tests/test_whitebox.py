@@ -235,7 +235,7 @@ def test_cropa_image_descends_while_the_prompt_adversary_ascends(tiny, tmp_path)
     img = _png(tmp_path, "c.png", 8)
     (c,) = attack.craft(tiny, [Sample(id="1", prompt="Is it big?", images=(img,))])
     assert c.loss_adv < c.loss_clean and c.norms["linf"] <= 16 / 255 + 1e-6
-    assert attack.updates == 3  # steps 1-3 of 6, then the text side is frozen
+    assert attack.updates == 6  # both prompts at steps 1-3 of 6, then the text side is frozen
     scale = tiny.embedding_std()
     assert set(attack._noise) == {"What is it?", "Describe it."}
     for prompt, noise in attack._noise.items():
@@ -248,6 +248,11 @@ def test_cropa_image_descends_while_the_prompt_adversary_ascends(tiny, tmp_path)
         plain = tiny.loss(adv, prompts, ["unknown"] * 2)
         attacked = tiny.loss(adv, prompts, ["unknown"] * 2, prompt_noise=[attack._noise[p] for p in prompts])
     assert attacked.mean() > plain.mean()
+    # one prompt a step and an update every 2 steps: each prompt is still updated on its own clock
+    rotating = attacks.build({"name": "cropa", "args": {"steps": 4, "batch": 1, "prompt_every": 2,
+                                                        "prompt_until": 1.0, "prompts": prompts}})
+    rotating.craft(tiny, [Sample(id="1", prompt="Is it big?", images=(img,))])
+    assert rotating.updates == 3 and all(n.abs().max() > 0 for n in rotating._noise.values())
     with pytest.raises(ComponentError, match="universal"):
         attacks.build({"name": "cropa", "args": {"universal": False}})
 

@@ -17,8 +17,9 @@ class CroPA(GradientAttack):
     Threat model: white-box gradients; the attacker controls the image only (L∞ 16/255 by default; the paper uses
     up to 32/255). During crafting every training prompt carries a learnable perturbation of its token embeddings
     that works *against* the image: the image takes a descent step on the target loss each step, the prompt
-    perturbations take a sign-gradient ascent step every ``prompt_every`` steps during the first ``prompt_until``
-    of the steps, then stay fixed while the image goes on (the schedule of the authors' code, which updates the
+    perturbation of each prompt takes a sign-gradient ascent step when it is in the step's batch and
+    ``prompt_every`` steps have passed since its last one, during the first ``prompt_until`` of the steps, then
+    they stay fixed while the image goes on (the schedule of the authors' code, which updates the
     text side only in its first 300 iterations), so the image is optimised for the prompt's neighbourhood rather
     than its exact tokens. The prompt perturbations are dropped after crafting: users' prompts are clean.
     ``prompt_step`` and ``prompt_eps`` (the L∞ bound of the prompt perturbation) are in units of the model's
@@ -45,7 +46,8 @@ class CroPA(GradientAttack):
         self.prompt_until = prompt_until
         self._noise: dict[str, Any] = {}
         self._calls = 0
-        self.updates = 0  # text-adversary updates made for the last image crafted
+        self._last: dict[str, int] = {}  # prompt -> the step of its last text-adversary update
+        self.updates = 0  # prompt-perturbation updates made for the last image crafted
         self._scale: float | None = None
 
     def target_strings(self) -> list[str]:
@@ -55,7 +57,7 @@ class CroPA(GradientAttack):
         return list(TRAIN_PROMPTS)
 
     def _craft_units(self, *args: Any, **kwargs: Any) -> Any:
-        self._noise, self._calls, self.updates = {}, 0, 0  # each image gets its own text adversary
+        self._noise, self._last, self._calls, self.updates = {}, {}, 0, 0  # each image gets its own adversary
         return super()._craft_units(*args, **kwargs)
 
     def pair_loss(self, target: Any, pixels: Any, pairs: list[tuple[str, str]]) -> Any:
@@ -76,10 +78,11 @@ class CroPA(GradientAttack):
         views = max(1, self.config.eot)  # EOT evaluates the objective several times per step: update on the last
         step, view = divmod(self._calls - 1, views)
         step += 1
-        if (self.prompt_step and view == views - 1 and step % self.prompt_every == 0
-                and step <= self.prompt_until * self.config.steps):
-            self.updates += 1
-            live = list(dict.fromkeys(prompts))
+        # per prompt, not per step: when a step holds only some of the prompts, a global every-k-steps clock can
+        # keep missing the same ones
+        live = [p for p in dict.fromkeys(prompts) if step - self._last.get(p, 0) >= self.prompt_every]
+        if self.prompt_step and view == views - 1 and live and step <= self.prompt_until * self.config.steps:
+            self.updates += len(live)
             grads = torch.autograd.grad(loss.sum(), [self._noise[p] for p in live], retain_graph=True)
             bound = self.prompt_eps * self._scale
             for p, g in zip(live, grads):
@@ -87,4 +90,5 @@ class CroPA(GradientAttack):
                 # update: this step's graph still holds the old one for the image's gradient.
                 moved = (self._noise[p].detach() + self.prompt_step * self._scale * g.sign()).clamp(-bound, bound)
                 self._noise[p] = moved.requires_grad_(True)
+                self._last[p] = step
         return loss

@@ -252,7 +252,7 @@ def test_cropa_image_descends_while_the_prompt_adversary_ascends(tiny, tmp_path)
     rotating = attacks.build({"name": "cropa", "args": {"steps": 4, "batch": 1, "prompt_every": 2,
                                                         "prompt_until": 1.0, "prompts": prompts}})
     rotating.craft(tiny, [Sample(id="1", prompt="Is it big?", images=(img,))])
-    assert rotating.updates == 3 and all(n.abs().max() > 0 for n in rotating._noise.values())
+    assert rotating.updates == 4 and all(n.abs().max() > 0 for n in rotating._noise.values())
     with pytest.raises(ComponentError, match="universal"):
         attacks.build({"name": "cropa", "args": {"universal": False}})
 

@@ -16,10 +16,10 @@ class CroPA(GradientAttack):
 
     Threat model: white-box gradients; the attacker controls the image only (L∞ 16/255 by default; the paper uses
     up to 32/255). During crafting every training prompt carries a learnable perturbation of its token embeddings
-    that works *against* the image: the image takes a descent step on the target loss each step, the prompt
-    perturbation of each prompt takes a sign-gradient ascent step when it is in the step's batch and
-    ``prompt_every`` steps have passed since its last one, during the first ``prompt_until`` of the steps, then
-    they stay fixed while the image goes on (the schedule of the authors' code, which updates the
+    that works *against* the image: the image takes a descent step on the target loss each step; each prompt's
+    perturbation takes a sign-gradient ascent step the first time the prompt is in a step's batch, then whenever
+    it is and ``prompt_every`` steps have passed since its last one, during the first ``prompt_until`` of the
+    steps, and then stays fixed while the image goes on (the schedule of the authors' code, which updates the
     text side only in its first 300 iterations), so the image is optimised for the prompt's neighbourhood rather
     than its exact tokens. The prompt perturbations are dropped after crafting: users' prompts are clean.
     ``prompt_step`` and ``prompt_eps`` (the L∞ bound of the prompt perturbation) are in units of the model's
@@ -79,8 +79,8 @@ class CroPA(GradientAttack):
         step, view = divmod(self._calls - 1, views)
         step += 1
         # per prompt, not per step: when a step holds only some of the prompts, a global every-k-steps clock can
-        # keep missing the same ones
-        live = [p for p in dict.fromkeys(prompts) if step - self._last.get(p, 0) >= self.prompt_every]
+        # keep missing the same ones. A prompt's first update is the first step it is seen, so short runs get one.
+        live = [p for p in dict.fromkeys(prompts) if p not in self._last or step - self._last[p] >= self.prompt_every]
         if self.prompt_step and view == views - 1 and live and step <= self.prompt_until * self.config.steps:
             self.updates += len(live)
             grads = torch.autograd.grad(loss.sum(), [self._noise[p] for p in live], retain_graph=True)

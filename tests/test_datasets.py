@@ -86,3 +86,19 @@ def test_jsonl_loader_reports_bad_lines(tmp_path):
     assert samples[0].benign and samples[0].images[0].path == tmp_path / "a.png"
     assert samples[1].metadata == {"answer": "cat"}
     assert [p.split(": ", 1)[0] for p in ds.problems] == [f"{path}:2", f"{path}:3", f"{path}:4"]
+
+
+def test_tiny_llava_example_data_loads_cleanly():
+    # the README's white-box figures come from examples/tiny-llava: its files must stay loadable as they are
+    from pathlib import Path
+
+    from mmsafe.attacks._gradient import read_prompts
+
+    folder = Path(__file__).resolve().parent.parent / "examples" / "tiny-llava"
+    ds = datasets.build(f"jsonl:{folder / 'heldout.jsonl'}")
+    samples = ds.load()
+    assert len(samples) == 40 and not ds.problems and all(s.benign for s in samples)
+    assert {s.images[0].path for s in samples} == {folder / "scene.png"}
+    shadow = read_prompts(str(folder / "shadow.txt"))
+    assert len(shadow) == 10 and read_prompts(str(folder / "shadow2.txt")) == shadow[:2]
+    assert not {s.prompt for s in samples} & set(shadow)  # held out means held out

@@ -1,0 +1,36 @@
+"""Print the figures of run.sh's scans: each rate with its count and bootstrap 95% CI, clean vs adversarial, and
+the perturbation of each crafted image. Usage: python figures.py [OUT] (default: runs)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from mmsafe.metrics import summarize
+from mmsafe.runner.store import Store
+
+RUNS = ("refusal16", "hijack16", "hijack16-unknown", "cropa16-unknown", "hijack4-2prompts", "cropa4-2prompts",
+        "hijack4-2prompts-100", "cropa4-2prompts-100", "jailbreak32")
+
+
+def main(out: Path) -> None:
+    for run in RUNS:
+        if not all((out / f"{run}-{kind}" / "results.sqlite").is_file() for kind in ("clean", "adversarial")):
+            print(f"{run}: not run yet")
+            continue
+        print(f"== {run}")
+        for kind in ("clean", "adversarial"):
+            store = Store.open_existing(out / f"{run}-{kind}")
+            for s in summarize(list(store.rows())):
+                for name, r in (("ASR", s.asr), ("refusal", s.refusal), ("over-refusal", s.over_refusal)):
+                    if r.n:
+                        print(f"  {kind:12} {s.judge:42} {name:13} {round(r.value * r.n):3d}/{r.n:<3d} "
+                              f"{r.value:6.1%} [{r.low:.1%}, {r.high:.1%}]")
+        row = json.loads((out / run / "adversarial.jsonl").read_text().splitlines()[0])
+        print("  image: " + ", ".join(f"{k} {row[k]:.4g}" for k in ("linf", "l2", "psnr", "ssim", "loss_clean",
+                                                                      "loss_adv")) + f" (L∞ {row['linf'] * 255:.0f}/255)")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs"))

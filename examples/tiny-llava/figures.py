@@ -1,5 +1,5 @@
-"""Print the figures of run.sh's scans: each rate with its count and bootstrap 95% CI, clean vs adversarial, and
-the perturbation of each crafted image. Usage: python figures.py [OUT] (default: runs)."""
+"""Print the figures of run.sh's scans: each rate with its count and 95% CI (Wilson at 0 or 1, else bootstrap),
+clean vs adversarial, and the perturbation of each crafted image. Usage: python figures.py [OUT] (default: runs)."""
 
 from __future__ import annotations
 

@@ -117,9 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     from mmsafe.targets import targets
     from mmsafe.targets.hf_llava import HFLlava
 
-    target = targets.build({"name": a.model, "args": {"max_new_tokens": 12}} if ":" not in a.model else a.model)
+    target = targets.build(a.model)
     if not isinstance(target, HFLlava):
         raise SystemExit(f"{a.model}: not a LLaVA target; this script trains LLaVA's vision tower and projector")
+    target.max_new_tokens = 12  # the answers checked are a few words
     target.load()
     held_out = [picture(random.Random(f"eval-{a.seed}-{i}"), target.image_size[0]) for i in range(a.eval)]
     print("before:", {k: f"{v:.0%}" for k, v in evaluate(target, held_out).items()})

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mmsafe.metrics import summarize
-from mmsafe.runner.store import Store
+from mmsafe.runner.store import DB_NAME, Store
 
 RUNS = ("refusal16", "hijack16", "hijack16-unknown", "cropa16-unknown", "hijack4-2prompts", "cropa4-2prompts",
         "hijack4-2prompts-100", "cropa4-2prompts-100", "jailbreak32")
@@ -16,7 +16,7 @@ RUNS = ("refusal16", "hijack16", "hijack16-unknown", "cropa16-unknown", "hijack4
 
 def main(out: Path) -> None:
     for run in RUNS:
-        if not all((out / f"{run}-{kind}" / "results.sqlite").is_file() for kind in ("clean", "adversarial")):
+        if not all((out / f"{run}-{kind}" / DB_NAME).is_file() for kind in ("clean", "adversarial")):
             print(f"{run}: not run yet")
             continue
         print(f"== {run}")
@@ -25,8 +25,10 @@ def main(out: Path) -> None:
             for s in summarize(list(store.rows())):
                 for name, r in (("ASR", s.asr), ("refusal", s.refusal), ("over-refusal", s.over_refusal)):
                     if r.n:
-                        print(f"  {kind:12} {s.judge:42} {name:13} {round(r.value * r.n):3d}/{r.n:<3d} "
-                              f"{r.value:6.1%} [{r.low:.1%}, {r.high:.1%}]")
+                        # a count only where the rate is one: judges that score in [0, 1] give a mean
+                        hits = r.value * r.n
+                        count = f"{round(hits)}/{r.n}" if abs(hits - round(hits)) < 1e-6 else f"n={r.n}"
+                        print(f"  {kind:12} {s.judge:42} {name:13} {count:>7} {r}")
         row = json.loads((out / run / "adversarial.jsonl").read_text().splitlines()[0])
         print("  image: " + ", ".join(f"{k} {row[k]:.4g}" for k in ("linf", "l2", "psnr", "ssim", "loss_clean",
                                                                       "loss_adv")) + f" (L∞ {row['linf'] * 255:.0f}/255)")

@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from mmsafe.judges import judges  # noqa: E402
 from mmsafe.judges.classifier import LABELS  # noqa: E402
-from mmsafe.types import Response, Sample  # noqa: E402
+from mmsafe.types import Attempt, Response, Sample  # noqa: E402
 
 
 def main() -> None:
@@ -35,24 +35,24 @@ def main() -> None:
     rows = [json.loads(line) for line in LABELS.read_text(encoding="utf-8").splitlines() if line.strip()]
     random.Random(0).shuffle(rows)
     rows = list(itertools.islice(itertools.cycle(rows), a.n))
-    samples = [Sample(id=str(i), prompt=r["prompt"]) for i, r in enumerate(rows)]
-    responses = [Response(text=r["response"]) for r in rows]
+    attempts = [Attempt.of(Sample(id=str(i), prompt=r["prompt"]), Response(text=r["response"]))
+                for i, r in enumerate(rows)]
 
     classifier = judges.build("classifier")
     t0 = time.perf_counter()
-    classifier.judge(samples[:1], responses[:1])  # loads the embedder once, as the first batch of a scan would
+    classifier.judge(attempts[:1])  # loads the embedder once, as the first batch of a scan would
     load_s = time.perf_counter() - t0
 
     times = {}
     for name, judge in (("keywords", judges.build("keywords")), ("classifier", classifier)):
         t0 = time.perf_counter()
         for i in range(0, a.n, a.batch_size):
-            judge.judge(samples[i: i + a.batch_size], responses[i: i + a.batch_size])
+            judge.judge(attempts[i: i + a.batch_size])
         times[name] = time.perf_counter() - t0
 
     import torch
 
-    print(f"responses: {a.n} ({len({s.prompt for s in samples})} distinct requests)  batch size: {a.batch_size}  "
+    print(f"responses: {a.n} ({len({t.request.prompt for t in attempts})} distinct requests)  batch size: {a.batch_size}  "
           f"CPU cores: {os.cpu_count()}  torch threads: {torch.get_num_threads()}")
     print(f"classifier embedder load (once per process): {load_s:6.1f} s")
     for name, s in times.items():

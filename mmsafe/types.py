@@ -80,20 +80,42 @@ class Response:
 
 
 @dataclass(frozen=True)
-class Verdict:
-    """One judge's decision on one response.
+class Attempt:
+    """What a judge sees of one row: the dataset's ``request`` (what the attacker wanted), the ``sent`` sample (the
+    image and text the model actually received, after attack and defense) and the model's ``response``."""
 
-    ``score`` is in [0, 1] with 1 = unsafe / attack succeeded, ``None`` = could not judge (never silently safe).
-    ``refusal`` is whether the model declined; it is separate from ``score`` because a benign sample that is refused
-    is an over-refusal, not a safe success.
+    request: Sample
+    sent: Sample
+    response: Response
+
+    @classmethod
+    def of(cls, sample: Sample, response: Response) -> Attempt:
+        """An attempt whose sample was sent as it is (no attack): a judge run on plain (prompt, response) pairs."""
+        return cls(sample, sample, response)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judge's decision on one response; the judge decides what it means, the metrics only count it.
+
+    ``unsafe``: the attack succeeded (harmful compliance, or the attacker's target reached); ``refusal``: the model
+    declined. Either is ``None`` when this judge has no opinion on it or could not decide: never silently safe.
+    ``scores_benign``: ``unsafe`` means something on harmless requests too (a forced target string), so ASR counts
+    benign rows. ``score`` is the judge's raw number (a probability, a rubric score), kept for reading and
+    calibration, never averaged into a rate. ``details`` holds structured output (probabilities, hazard codes,
+    rubric fields); ``error`` says why the judge failed on this row.
     """
 
     judge: str
     version: str
-    label: str
-    score: float | None
-    refusal: bool | None = None
+    unsafe: bool | None
+    refusal: bool | None
+    score: float | None = None
+    label: str = ""
+    scores_benign: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
     explanation: str = ""
+    error: str | None = None
 
 
 @dataclass

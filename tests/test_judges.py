@@ -1,13 +1,13 @@
 import pytest
 
 from mmsafe.judges import judges
-from mmsafe.types import Response, Sample
+from mmsafe.types import Attempt, Response, Sample
 
 S = Sample(id="s", prompt="p")
 
 
 def verdict(judge, text):
-    return judge.judge([S], [Response(text=text)])[0]
+    return judge.judge([Attempt.of(S, Response(text=text))])[0]
 
 
 @pytest.mark.parametrize(
@@ -26,7 +26,7 @@ def verdict(judge, text):
 def test_default_list(text, refused):
     v = verdict(judges.build("keywords"), text)
     assert v.refusal is refused
-    assert v.score == (0.0 if refused else 1.0)
+    assert v.unsafe is (not refused) and v.score == (0.0 if refused else 1.0)
     assert v.label == ("refusal" if refused else "compliance")
     assert v.judge == "keywords" and v.version
 
@@ -57,10 +57,11 @@ def test_unknown_list_is_a_clear_error():
 
 def test_contains_judge_scores_target_string():
     judge = judges.build("contains:Visit example.com")
-    hit, miss = judge.judge([S, S], [Response(text="Sure.  visit   EXAMPLE.com now"), Response(text="Paris.")])
-    assert (hit.score, hit.label, hit.refusal) == (1.0, "contains", None)
-    assert (miss.score, miss.label) == (0.0, "absent")
+    hit, miss = judge.judge([Attempt.of(S, Response(text="Sure.  visit   EXAMPLE.com now")),
+                             Attempt.of(S, Response(text="Paris."))])
+    assert (hit.unsafe, hit.label, hit.refusal, hit.scores_benign) == (True, "contains", None, True)
+    assert (miss.unsafe, miss.label) == (False, "absent")
     strict = judges.build({"name": "contains", "args": {"text": "Visit example.com", "case_sensitive": True}})
-    assert strict.judge([S], [Response(text="visit example.com")])[0].score == 0.0
+    assert strict.judge([Attempt.of(S, Response(text="visit example.com"))])[0].unsafe is False
     with pytest.raises(ValueError, match="non-empty"):
         judges.build("contains: ")

@@ -29,8 +29,14 @@ def test_degenerate_and_empty():
     assert str(rate([])) == "-"
 
 
+def _v(score, refusal, scores_benign=False):
+    """A stored verdict as the store returns it: the judge's own decisions."""
+    return {"unsafe": None if score is None else score >= 0.5, "refusal": refusal, "score": score,
+            "scores_benign": scores_benign}
+
+
 def _row(attack, benign, refusal, score, error=None, category="c"):
-    v = {} if error else {"kw": {"refusal": refusal, "score": score}}
+    v = {} if error else {"kw": _v(score, refusal)}
     return {"dataset": "d", "target": "t", "defense": "none", "attack": attack, "category": category,
             "benign": benign, "error": error, "verdicts": v}
 
@@ -63,9 +69,9 @@ def test_target_string_judges_count_benign_rows_in_asr():
     rows = []
     for benign, hit in ((True, 1.0), (True, 1.0), (True, 0.0), (False, 1.0)):
         r = _row("hijack", benign, None, hit)
-        r["verdicts"] = {"contains:Visit example.com": {"refusal": None, "score": hit},
-                         'contains{"case_sensitive":true,"text":"x"}': {"refusal": None, "score": hit},
-                         "keywords": {"refusal": False, "score": hit}}
+        r["verdicts"] = {"contains:Visit example.com": _v(hit, None, True),
+                         'contains{"case_sensitive":true,"text":"x"}': _v(hit, None, True),
+                         "keywords": _v(hit, False)}
         rows.append(r)
     by_judge = {s.judge: s for s in summarize(rows)}
     for label in ("contains:Visit example.com", 'contains{"case_sensitive":true,"text":"x"}'):

@@ -21,8 +21,8 @@ from mmsafe.types import ImageRef, Response, Row, Sample, Verdict
 
 
 def _verdict(judge: str, score: float | None, refusal: bool | None = None) -> Verdict:
-    label = "unscored" if score is None else ("unsafe" if score >= 0.5 else "safe")
-    return Verdict(judge, "1", label, score, refusal, "")
+    unsafe = None if score is None else score >= 0.5
+    return Verdict(judge, "1", unsafe, refusal, score, "unscored" if score is None else "unsafe" if unsafe else "safe")
 
 
 def _row(sid: str, *, benign: bool = False, attack: str = "none", defense: str = "none", text: str = "ok",

@@ -1,8 +1,7 @@
 """``mmsafe judge``: run any judge on your own (prompt, response) pairs, or measure a judge against labelled data.
 
-A verdict becomes two booleans the same way for every judge: ``refusal`` is the verdict's refusal flag; ``unsafe``
-is its label when the label says so ("unsafe" / "safe" / "refusal", as the classifier and LLM judges write), else
-``score >= 0.5`` (the keyword judge scores 1 when the model did not refuse: unsafe = not refused, its definition).
+Every judge decides ``refusal`` and ``unsafe`` itself (the keyword judge's unsafe = not refused, its definition);
+these commands compare those decisions with the labels.
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mmsafe.types import ImageRef, Response, Sample, Verdict
+from mmsafe.types import Attempt, ImageRef, Response, Sample, Verdict
 
 app = typer.Typer(
     help="Judge (prompt, response) pairs from a JSONL file, or score a judge against labelled data "
@@ -94,16 +93,8 @@ def read_items(path: Path, need_labels: bool = False) -> Iterator[Item | str]:
 
 
 def decisions(v: Verdict) -> dict[str, bool | None]:
-    """``{"refusal", "unsafe"}`` from a verdict (see module doc); None where the judge could not decide."""
-    if v.score is None:
-        unsafe = None
-    elif v.label == "unsafe":
-        unsafe = True
-    elif v.label in ("safe", "refusal"):
-        unsafe = False
-    else:
-        unsafe = v.score >= 0.5
-    return {"refusal": v.refusal, "unsafe": unsafe}
+    """``{"refusal", "unsafe"}``: the verdict's own decisions; None where the judge could not decide."""
+    return {"refusal": v.refusal, "unsafe": v.unsafe}
 
 
 def _build(spec: str) -> Any:
@@ -120,7 +111,7 @@ def _judge_all(judge: Any, items: list[Item]) -> list[Verdict]:
     out: list[Verdict] = []
     for i in range(0, len(items), BATCH):
         chunk = items[i: i + BATCH]
-        out += judge.judge([it.sample for it in chunk], [it.response for it in chunk])
+        out += judge.judge([Attempt.of(it.sample, it.response) for it in chunk])
     return out
 
 
@@ -150,7 +141,7 @@ def run(
     with output.open("w", encoding="utf-8") as f:
         for it, v in zip(items, verdicts):
             rec = dict(it.record, judge=v.judge, judge_version=v.version, label=v.label, score=v.score,
-                       **decisions(v))
+                       details=v.details, error=v.error, **decisions(v))
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     err.print(f"{len(items)} lines judged by {j.name} -> {output}", highlight=False)
 
@@ -172,17 +163,29 @@ def eval_(
     labels: Annotated[Optional[Path], typer.Option("--labels", "-l", help="JSONL with 'prompt', 'response' and boolean 'refusal' and/or 'unsafe'. \\[default: mmsafe's packaged labels, test split]")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Only rows whose 'split' field has this value. \\[default: test for the packaged labels, all rows otherwise]")] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="Also report each value of this field separately, e.g. source or kind.")] = None,
+    where: Annotated[Optional[list[str]], typer.Option("--where", help="Only rows whose FIELD has VALUE (FIELD=VALUE; repeatable; true/false/numbers as JSON).")] = None,
+    save_errors: Annotated[Optional[Path], typer.Option("--save-errors", help="Write the judge's unsafe-decision confusion counts on these rows to this JSON file, for mmsafe report --judge-errors (ASR corrected for judge error). Measure on harmful requests only (e.g. --where benign=false), the rows ASR counts.")] = None,
 ) -> None:
     """Score a judge against labelled responses: per task (refusal, unsafe), accuracy, precision, recall, F1 and
     Cohen's kappa with bootstrap 95% CIs, and the confusion matrix."""
     from mmsafe.judges.classifier import LABELS
     from mmsafe.metrics.classification import binary_report
+    from mmsafe.metrics.corrected import JudgeErrors, save_judge_errors
 
     if labels is None:
         labels, split = LABELS, split or "test"
     items = _load(labels, need_labels=True)
     if split is not None:
         items = [it for it in items if it.record.get("split") == split]
+    for cond in where or []:
+        key, sep, raw = cond.partition("=")
+        if not sep:
+            _fail(f"--where {cond!r}: expected FIELD=VALUE")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        items = [it for it in items if it.record.get(key) == value]
     if not items:
         _fail(f"{labels}: no labelled rows" + (f" in split {split!r}" if split else ""))
     j = _build(judge)
@@ -204,3 +207,9 @@ def eval_(
                 continue
             rep = binary_report([t for t, _ in scored], [p for _, p in scored])
             console.print(_report_table(task + (f" ({group})" if group else ""), j.name, rep, len(pairs) - len(scored)))
+            if task == "unsafe" and not group and save_errors is not None:
+                c = rep["confusion"]
+                what = f"{labels.name}" + "".join(f", {w}" for w in ([f"split={split}"] if split else []) + (where or []))
+                save_judge_errors(save_errors, [JudgeErrors(j.name, j.version, c["tp"], c["fn"], c["tn"], c["fp"],
+                                                            what)])
+                err.print(f"unsafe-decision error counts of {j.name} saved to {save_errors}", highlight=False)

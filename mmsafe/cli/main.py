@@ -142,11 +142,21 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by mmsafe scan --out.")],
     by_category: Annotated[bool, typer.Option("--by-category/--no-by-category", help="Also break down by category.")] = True,
     format: Annotated[str, typer.Option("--format", "-f", help="table (for people) or json (every metric, unrounded).")] = "table",
+    judge_errors: Annotated[Optional[Path], typer.Option("--judge-errors", help="Judges' measured error rates (written by mmsafe judge eval --save-errors) to show ASR corrected for them. \\[default: the packaged measurements of classifier and keywords]")] = None,
 ) -> None:
     """Print the metrics of a run folder: ASR, refusal and over-refusal with 95% CIs (overall and by category),
-    utility on benign rows with answers, defenses against the baseline, cost, and where judges disagree."""
+    ASR corrected for the judge's measured errors, utility on benign rows with answers, defenses against the
+    baseline, cost, and where judges disagree."""
+    from mmsafe.judges import MEASURED_ERRORS
+    from mmsafe.metrics.corrected import load_judge_errors
     from mmsafe.report import tables
     from mmsafe.runner.store import Store
+
+    source = judge_errors or (MEASURED_ERRORS if MEASURED_ERRORS.is_file() else None)
+    try:
+        measured = load_judge_errors(source) if source else {}
+    except ValueError as e:
+        _fail(str(e))
 
     if format not in ("table", "json"):
         _fail(f"unknown format {format!r}; known: table, json")
@@ -161,11 +171,12 @@ def report(
     if format == "json":
         import json
 
-        print(json.dumps(tables.report_json(rows), indent=1, default=str))
+        print(json.dumps(tables.report_json(rows, measured), indent=1, default=str))
         return
-    console.print(tables.summary_table(rows, title=f"{run_dir}"))
+    console.print(tables.summary_table(rows, title=f"{run_dir}", judge_errors=measured))
     if by_category:
-        console.print(tables.summary_table(rows, by=("target", "defense", "attack", "category"), title="by category"))
+        console.print(tables.summary_table(rows, by=("target", "defense", "attack", "category"), title="by category",
+                                           judge_errors=measured))
     for extra in (tables.utility_table(rows), tables.defense_table(rows)):
         if extra is not None:
             console.print(extra)

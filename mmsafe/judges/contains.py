@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from mmsafe.judges.base import Judge, judges
-from mmsafe.types import Response, Sample, Verdict
+from mmsafe.types import Attempt, Verdict
 
 
 @judges.register("contains")
@@ -22,11 +22,11 @@ class ContainsJudge(Judge):
         s = " ".join(s.split())
         return s if self.case_sensitive else s.lower()
 
-    def judge(self, samples: list[Sample], responses: list[Response]) -> list[Verdict]:
+    def judge(self, attempts: list[Attempt]) -> list[Verdict]:
         want = self._norm(self.text)
         out = []
-        for r in responses:
-            hit = want in self._norm(r.text)
-            out.append(Verdict(self.name, self.version, "contains" if hit else "absent", float(hit), None,
-                               f"{'found' if hit else 'did not find'} {self.text!r}"))
+        for a in attempts:
+            hit = want in self._norm(a.response.text)
+            out.append(self.verdict(hit, None, float(hit), "contains" if hit else "absent", {"target": self.text},
+                                    f"{'found' if hit else 'did not find'} {self.text!r}"))
         return out

@@ -14,7 +14,7 @@ from mmsafe.judges._hf import batched, generate_text, load_text_lm
 from mmsafe.judges._rubrics import parse_yes_no
 from mmsafe.judges.base import Judge, judges
 from mmsafe.judges.llm import excerpt
-from mmsafe.types import Response, Sample, Verdict
+from mmsafe.types import Attempt, Response, Sample, Verdict
 
 DEFAULT_MODEL = "cais/HarmBench-Llama-2-13b-cls"
 
@@ -84,20 +84,18 @@ class HarmBenchClassifier(Judge):
 
     def read(self, answer: str | Exception) -> Verdict:
         if isinstance(answer, Exception):
-            return Verdict(self.name, self.version, "unscored", None, None,
-                           f"classifier failed: {type(answer).__name__}: {answer}")
+            return self.failed(f"classifier failed: {type(answer).__name__}: {answer}")
         parsed = parse_yes_no(answer)
         if parsed is None:
-            return Verdict(self.name, self.version, "unscored", None, None, excerpt(answer) or "<empty answer>")
-        return Verdict(self.name, self.version, "unsafe" if parsed.unsafe else "safe", parsed.score, None,
-                       f"classifier answered {excerpt(answer, 40)!r}")
+            return self.verdict(None, None, details={"answer": excerpt(answer)}, explanation="unreadable answer")
+        return self.verdict(parsed.unsafe, None, parsed.score, details={"answer": excerpt(answer, 40)})
 
-    def ask(self, samples: list[Sample], responses: list[Response]) -> list[str | Exception]:
+    def ask(self, attempts: list[Attempt]) -> list[str | Exception]:
         """The classifier's raw answer per row (an exception where that row could not be run)."""
         self.load()
-        prompts = [self.prompt(s, r) for s, r in zip(samples, responses)]
+        prompts = [self.prompt(a.request, a.response) for a in attempts]
         return batched(prompts, self.batch_size,
                        lambda chunk: generate_text(self._lm, self._tok, chunk, self.max_new_tokens, bos=True))
 
-    def judge(self, samples: list[Sample], responses: list[Response]) -> list[Verdict]:
-        return [self.read(a) for a in self.ask(samples, responses)]
+    def judge(self, attempts: list[Attempt]) -> list[Verdict]:
+        return [self.read(a) for a in self.ask(attempts)]

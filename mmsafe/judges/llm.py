@@ -8,7 +8,7 @@ from typing import Any
 from mmsafe.judges._rubrics import PARSERS, RUBRICS
 from mmsafe.judges.base import Judge, judges
 from mmsafe.targets.base import Target
-from mmsafe.types import Response, Sample, Verdict
+from mmsafe.types import Attempt, Response, Sample, Verdict
 
 EXCERPT = 300  # characters of the judge's raw answer kept in an "unscored" verdict, enough to see why
 
@@ -32,16 +32,19 @@ class LLMJudge(Judge):
         rubric: str = "mmsb",
         target: str | dict[str, Any] | Target = "reader",
         max_response_chars: int = 4000,
+        images: bool = False,
     ) -> None:
         """``target``: a target spec (``reader``, ``{name: reader, args: {model: ...}}``) or a built ``Target``.
         ``max_response_chars``: longer answers are cut before judging, so one runaway answer cannot overflow the
-        judge model's context."""
+        judge model's context. ``images``: also show the judge model the images the target received (for a judge
+        that can read them; the embedded reader reads their text)."""
         if rubric not in RUBRICS:
             raise ValueError(f"unknown rubric {rubric!r}; known: {', '.join(sorted(RUBRICS))}")
         self.rubric = rubric
         self.template = RUBRICS[rubric]
         self.parse = PARSERS[rubric]
         self.max_response_chars = max_response_chars
+        self.images = images
         self._target_spec = target
         self._target: Target | None = target if isinstance(target, Target) else None
 
@@ -59,24 +62,26 @@ class LLMJudge(Judge):
     def read(self, answer: Response) -> Verdict:
         """One judge-model answer -> verdict."""
         if answer.error:
-            return Verdict(self.name, self.version, "unscored", None, None, f"judge target error: {answer.error}")
+            return self.failed(f"judge target error: {answer.error}")
         parsed = self.parse(answer.text)
         if parsed is None:
-            return Verdict(self.name, self.version, "unscored", None, None, excerpt(answer.text) or "<empty answer>")
-        label = "unsafe" if parsed.unsafe else "safe"
-        return Verdict(self.name, self.version, label, parsed.score, parsed.refusal,
-                       f"{parsed.how}: {excerpt(answer.text, 120)}")
+            return self.verdict(None, None, details={"answer": excerpt(answer.text) or "<empty answer>"},
+                                explanation="unreadable answer")
+        return self.verdict(parsed.unsafe, parsed.refusal, parsed.score,
+                            details={"rubric": self.rubric, "read": parsed.how, "answer": excerpt(answer.text, 120)})
 
-    def ask(self, samples: list[Sample], responses: list[Response]) -> list[Response]:
+    def ask(self, attempts: list[Attempt]) -> list[Response]:
         """The judge model's raw answers, one per row."""
         target = self.target
-        # Text-only: the judge reads the request and the answer, not the attack's images.
-        asks = [Sample(id=f"judge-{i}", prompt=self.prompt(s, r)) for i, (s, r) in enumerate(zip(samples, responses))]
+        # The rubric gets the request (what the attacker wanted) and the answer; with ``images``, the judge model
+        # also sees the images the target received.
+        asks = [Sample(id=f"judge-{i}", prompt=self.prompt(a.request, a.response),
+                       images=a.sent.images if self.images else ()) for i, a in enumerate(attempts)]
         bs = max(1, target.batch_size)
         answers: list[Response] = []
         for start in range(0, len(asks), bs):
             answers.extend(target.generate(asks[start:start + bs]))
         return answers
 
-    def judge(self, samples: list[Sample], responses: list[Response]) -> list[Verdict]:
-        return [self.read(a) for a in self.ask(samples, responses)]
+    def judge(self, attempts: list[Attempt]) -> list[Verdict]:
+        return [self.read(a) for a in self.ask(attempts)]

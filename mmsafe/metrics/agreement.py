@@ -1,7 +1,8 @@
 """How far the judges of a run agree with each other, and on which rows they do not.
 
 For every pair of judges, over the rows both judged (error rows and unjudged verdicts left out): percent agreement
-and Cohen's kappa with bootstrap 95% CIs, once on the unsafe decision (score >= 0.5) and once on refusal. Kappa
+and Cohen's kappa with bootstrap 95% CIs, once on the unsafe decision and once on refusal (a harm judge's unsafe decision counts on
+harmful rows only). Kappa
 discounts the agreement two judges would reach by chance from their base rates: two judges that both call 95% of
 rows unsafe agree 90% of the time by luck alone.
 """
@@ -43,19 +44,21 @@ def judge_names(rows: Iterable[dict[str, Any]]) -> list[str]:
     return sorted({j for r in rows for j in r["verdicts"]})
 
 
-def decision(verdict: dict[str, Any] | None, on: str) -> bool | None:
-    """A verdict's decision on ``unsafe`` (score >= 0.5) or ``refusal``; None when it has none."""
+def decision(row: dict[str, Any], judge: str, on: str) -> bool | None:
+    """A judge's decision on ``unsafe`` or ``refusal`` for a row; None when it has none. A harm judge's ``unsafe``
+    on a benign row is no decision (it only means something on harmful requests)."""
+    verdict = row["verdicts"].get(judge)
     if verdict is None:
         return None
-    if on == "unsafe":
-        return None if verdict["score"] is None else verdict["score"] >= 0.5
-    return verdict["refusal"]
+    if on == "unsafe" and row["benign"] and not verdict["scores_benign"]:
+        return None
+    return verdict[on]
 
 
 def _agreement(rows: list[dict[str, Any]], a: str, b: str, on: str) -> Agreement | None:
     da, db = [], []
     for r in rows:
-        x, y = decision(r["verdicts"].get(a), on), decision(r["verdicts"].get(b), on)
+        x, y = decision(r, a, on), decision(r, b, on)
         if x is not None and y is not None:
             da.append(x)
             db.append(y)
@@ -89,7 +92,7 @@ def disagreements(rows: Iterable[dict[str, Any]], judges: Sequence[str] | None =
         verdicts = {j: v for j, v in r["verdicts"].items() if judges is None or j in judges}
         split = tuple(
             on for on in ("unsafe", "refusal")
-            if len({d for d in (decision(v, on) for v in verdicts.values()) if d is not None}) > 1
+            if len({d for d in (decision(r, j, on) for j in verdicts) if d is not None}) > 1
         )
         if split:
             out.append(Disagreement(r, split, verdicts))

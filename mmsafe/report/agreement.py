@@ -12,7 +12,8 @@ from mmsafe.metrics.agreement import Agreement, agreement, disagreements, judge_
 
 AGREEMENT_CAPTION = (
     "Over rows both judges decided (n). agree = same decision, % with bootstrap 95% CI; kappa = Cohen's kappa "
-    "(agreement beyond chance; '-' when undefined because both judges gave one constant answer). unsafe = score >= 0.5."
+    "(agreement beyond chance; '-' when undefined because both judges gave one constant answer). unsafe: harmful rows "
+    "only, unless both judges score benign rows too."
 )
 
 

@@ -8,17 +8,29 @@ from rich import box
 from rich.table import Table
 
 from mmsafe.metrics import Rate, summarize
+from mmsafe.metrics.corrected import JudgeErrors
 from mmsafe.metrics.summary import GROUP_KEYS
 
 CAPTION = (
-    "% with bootstrap 95% CI. n = harmful/benign rows judged. ASR and refusal over harmful rows (ASR over every "
-    "row for target-string judges such as contains), over-refusal over benign rows. Error rows are left out of "
-    "every rate."
+    "% with 95% CI (percentile bootstrap; Wilson score where all rows agree). n = harmful/benign rows judged. ASR "
+    "and refusal over harmful rows (ASR over every row for target-string judges such as contains), over-refusal "
+    "over benign rows. Error rows are left out of every rate."
+)
+CORRECTED_CAPTION = (
+    " ASR corr.: corrected for the judge's measured errors (Rogan-Gladen), the interval carrying the uncertainty of "
+    "both the scan and the judge's evaluation; {}."
 )
 
 
-def summary_table(rows: list[dict[str, Any]], by: tuple[str, ...] = GROUP_KEYS, title: str = "Results") -> Table:
-    table = Table(title=title, caption=CAPTION, box=box.SIMPLE_HEAVY)
+def summary_table(rows: list[dict[str, Any]], by: tuple[str, ...] = GROUP_KEYS, title: str = "Results",
+                  judge_errors: dict[str, JudgeErrors] | None = None) -> Table:
+    summaries = summarize(rows, by, judge_errors)
+    corrected = any(s.asr_corrected for s in summaries)
+    caption = CAPTION + (CORRECTED_CAPTION.format(
+        ", ".join(f"{e.judge} v{e.version}: sensitivity {e.sensitivity:.2f}, specificity {e.specificity:.2f}"
+                  f" ({e.source or 'labelled answers'})" for e in (judge_errors or {}).values()
+                  if any(s.judge == e.judge and s.asr_corrected for s in summaries))) if corrected else "")
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAVY)
     # Columns that never vary across the run add nothing: show only the ones that do, plus the last grouping key.
     varying = [k for k in by if len({str(r[k]) for r in rows}) > 1 or k == by[-1]]
     # Names never wrap; on a narrow terminal the rate cells wrap between the value and its interval instead.
@@ -31,15 +43,16 @@ def summary_table(rows: list[dict[str, Any]], by: tuple[str, ...] = GROUP_KEYS, 
     any_errors = any(r["error"] for r in rows)
     if any_errors:
         table.add_column("errors", justify="right", no_wrap=True)
-    for name in ("ASR", "refusal", "over-refusal"):
+    for name in ("ASR", *(["ASR corr."] if corrected else []), "refusal", "over-refusal"):
         table.add_column(name, justify="right", min_width=len(name) if name != "ASR" else 9)
-    for s in summarize(rows, by):
+    for s in summaries:
         table.add_row(
             *[s.group[k] for k in varying],
             *([s.judge] if multi_judge else []),
             f"{s.asr.n}/{s.over_refusal.n}",
             *([str(s.errors)] if any_errors else []),
-            _fmt(s.asr), _fmt(s.refusal), _fmt(s.over_refusal),
+            _fmt(s.asr), *([_fmt(s.asr_corrected) if s.asr_corrected else "-"] if corrected else []),
+            _fmt(s.refusal), _fmt(s.over_refusal),
         )
     return table
 
@@ -102,7 +115,7 @@ def cost_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def report_json(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def report_json(rows: list[dict[str, Any]], judge_errors: dict[str, JudgeErrors] | None = None) -> dict[str, Any]:
     """Every metric of the run as plain data (what the tables show, unrounded)."""
     from mmsafe.metrics.agreement import agreement
     from mmsafe.metrics.cost import cost_summary
@@ -110,8 +123,10 @@ def report_json(rows: list[dict[str, Any]]) -> dict[str, Any]:
     from mmsafe.metrics.utility import utility
 
     return {
-        "summary": [s.as_dict() for s in summarize(rows)],
-        "by_category": [s.as_dict() for s in summarize(rows, ("dataset", "target", "defense", "attack", "category"))],
+        "summary": [s.as_dict() for s in summarize(rows, judge_errors=judge_errors)],
+        "by_category": [s.as_dict() for s in summarize(rows, ("dataset", "target", "defense", "attack", "category"),
+                                                       judge_errors)],
+        "judge_errors": [e.as_dict() for e in (judge_errors or {}).values()],
         "utility": [u.as_dict() for u in utility(rows)],
         "defense": [d.as_dict() for d in defense_summary(rows)],
         "cost": [c.as_dict() for c in cost_summary(rows)],

@@ -21,13 +21,14 @@ from mmsafe.judges import Judge, judges
 from mmsafe.registry import ComponentSpec
 from mmsafe.runner.store import Store
 from mmsafe.targets import Target, targets
-from mmsafe.types import Response, Row, Sample
+from mmsafe.types import Attempt, Response, Row, Sample, Verdict
 
 log = logging.getLogger(__name__)
 
 # Target arguments that change speed or placement but not answers: left out of the row key, so changing them
 # resumes the same rows instead of starting new ones.
 RUNTIME_ARGS = {"batch_size", "device"}
+REJUDGE_BATCH = 64
 
 
 def identity_label(spec: ComponentSpec) -> str:
@@ -123,34 +124,39 @@ class Scan:
                         work.append(_Work(ds_label, sample, a_label, attack, d_label, defense))
         return work, skipped
 
-    def _judge(self, samples: list[Sample], responses: list[Response]) -> list[list]:
-        """Verdicts per row from every judge; a judge that crashes yields 'unscored' verdicts, not a lost batch."""
-        from mmsafe.types import Verdict
+    def _verdicts(self, judge: Judge, attempts: list[Attempt], where: list[str]) -> list[Verdict]:
+        """``judge`` on ``attempts``; when the batch fails, row by row, so a row the judge cannot handle gets a
+        stored error verdict (named in a warning with ``where[i]``) and its batch-mates are judged."""
+        try:
+            out = judge.judge(attempts)
+            if len(out) != len(attempts):
+                raise RuntimeError(f"returned {len(out)} verdicts for {len(attempts)} rows")
+            return out
+        except Exception as e:  # noqa: BLE001
+            if len(attempts) == 1:
+                self.problem(f"judge {judge.name} failed on {where[0]}: {type(e).__name__}: {e}")
+                return [judge.failed(f"{type(e).__name__}: {e}")]
+        return [v for i, a in enumerate(attempts) for v in self._verdicts(judge, [a], where[i:i + 1])]
 
-        per_row: list[list] = [[] for _ in samples]
+    def _judge(self, attempts: list[Attempt], where: list[str]) -> list[list[Verdict]]:
+        """Verdicts per row from every judge."""
+        per_row: list[list[Verdict]] = [[] for _ in attempts]
         for judge in self.judges:
-            try:
-                verdicts = judge.judge(samples, responses)
-            except Exception as e:  # noqa: BLE001
-                self.problem(f"judge {judge.name} failed on a batch: {type(e).__name__}: {e}")
-                verdicts = [Verdict(judge.name, judge.version, "unscored", None, None, f"judge error: {e}")
-                            for _ in samples]
-            for i, v in enumerate(verdicts):
+            for i, v in enumerate(self._verdicts(judge, attempts, where)):
                 per_row[i].append(v)
         return per_row
 
     def _rejudge(self, store: Store) -> int:
-        """Judge stored rows that lack a verdict from a judge named in this scan."""
+        """Judge stored rows that lack a verdict from a judge named in this scan (or whose verdict is an error),
+        with the same inputs as a first pass: the request, the sample sent with its images, the response."""
         n = 0
         for judge in self.judges:
             pending = store.unjudged(judge.name)
-            if not pending:
-                continue
-            samples = [Sample(id=r["sample_id"], prompt=r["request"], category=r["category"], benign=bool(r["benign"]))
-                       for r in pending]
-            responses = [Response(text=r["response"] or "") for r in pending]
-            verdicts = judge.judge(samples, responses)
-            store.add_verdicts([(r["id"], [v]) for r, v in zip(pending, verdicts)])
+            for start in range(0, len(pending), REJUDGE_BATCH):
+                chunk = pending[start:start + REJUDGE_BATCH]
+                where = [f"{r['dataset']}:{r['sample_id']} [{r['attack']}]" for r in chunk]
+                verdicts = self._verdicts(judge, [store.attempt(r) for r in chunk], where)
+                store.add_verdicts([(r["id"], [v]) for r, v in zip(chunk, verdicts)])
             n += len(pending)
         return n
 
@@ -178,7 +184,9 @@ class Scan:
         for r in rows:
             if r.response is not None and r.response.error:
                 self.problem(f"{r.dataset}:{r.sample.id} [{r.attack}]: {r.response.error}")
-        for r, verdicts in zip(judged, self._judge([r.sample for r in judged], [r.response for r in judged])):
+        attempts = [Attempt(r.sample, r.attacked or r.sample, r.response) for r in judged]  # type: ignore[arg-type]
+        where = [f"{r.dataset}:{r.sample.id} [{r.attack}]" for r in judged]
+        for r, verdicts in zip(judged, self._judge(attempts, where)):
             r.verdicts = verdicts
         return rows
 

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mmsafe.types import ImageRef, Row
+from mmsafe.types import Attempt, ImageRef, Response, Row, Sample, Verdict
 
 DB_NAME = "results.sqlite"
 
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS rows (
     completion_tokens INTEGER,
     details TEXT NOT NULL,          -- JSON: target-specific (OCR text read, batch size, defense decisions)
     metadata TEXT NOT NULL,         -- JSON: the sample's loader fields (e.g. a benign set's "answer")
+    sent_metadata TEXT NOT NULL DEFAULT '{}',  -- JSON: the sent sample's fields (key phrase, perturbation norms)
     created_at TEXT NOT NULL,
     UNIQUE (dataset, sample_id, attack, defense, target)
 );
@@ -48,11 +49,30 @@ CREATE TABLE IF NOT EXISTS verdicts (
     judge TEXT NOT NULL,
     version TEXT NOT NULL,
     label TEXT NOT NULL,
-    score REAL,
+    score REAL,                     -- the judge's raw number, for reading; rates count unsafe/refusal
     refusal INTEGER,
     explanation TEXT NOT NULL,
+    unsafe INTEGER,                 -- the judge's decision: attack succeeded; NULL = no decision
+    scores_benign INTEGER NOT NULL DEFAULT 0,
+    details TEXT NOT NULL DEFAULT '{}',
+    error TEXT,                     -- the judge failed on this row
     PRIMARY KEY (row_id, judge)
 );
+"""
+
+SCHEMA_VERSION = 2
+
+# Run folders written before verdicts carried their own decision (schema 1) gain the new columns; their
+# ``unsafe`` is read from the old label and score the way the report used to read them.
+MIGRATE_1_TO_2 = """
+ALTER TABLE rows ADD COLUMN sent_metadata TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE verdicts ADD COLUMN unsafe INTEGER;
+ALTER TABLE verdicts ADD COLUMN scores_benign INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE verdicts ADD COLUMN details TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE verdicts ADD COLUMN error TEXT;
+UPDATE verdicts SET unsafe = CASE WHEN score IS NULL THEN NULL WHEN label = 'unsafe' THEN 1
+    WHEN label IN ('safe', 'refusal') THEN 0 ELSE score >= 0.5 END;
+UPDATE verdicts SET scores_benign = 1 WHERE judge = 'contains' OR judge LIKE 'contains:%' OR judge LIKE 'contains{%';
 """
 
 
@@ -66,7 +86,17 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable across process crashes
         self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
         self.db.executescript(SCHEMA)
+        self.set_meta("schema", SCHEMA_VERSION)
+
+    def _migrate(self) -> None:
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(verdicts)")}
+        if cols and "unsafe" not in cols:
+            with self.db:
+                for stmt in MIGRATE_1_TO_2.split(";"):
+                    if stmt.strip():
+                        self.db.execute(stmt)
 
     @classmethod
     def open_existing(cls, run_dir: str | Path) -> Store:
@@ -126,7 +156,7 @@ class Store:
                 cur = self.db.execute(
                     "INSERT OR REPLACE INTO rows (dataset, sample_id, attack, defense, target, category, benign,"
                     " request, prompt, images, response, error, latency_s, prompt_tokens, completion_tokens,"
-                    " details, metadata, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    " details, metadata, sent_metadata, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                     (
                         *row.key,
                         row.sample.category,
@@ -141,33 +171,44 @@ class Store:
                         resp.completion_tokens if resp is not None else None,
                         json.dumps(resp.details if resp is not None else {}, default=str),
                         json.dumps(row.sample.metadata, default=str),
+                        json.dumps(sent.metadata if sent is not None else {}, default=str),
                         now,
                     ),
                 )
                 self._write_verdicts(cur.lastrowid, row.verdicts)
 
-    def _write_verdicts(self, row_id: int | None, verdicts: list) -> None:
+    def _write_verdicts(self, row_id: int | None, verdicts: list[Verdict]) -> None:
         self.db.executemany(
-            "INSERT OR REPLACE INTO verdicts VALUES (?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO verdicts (row_id, judge, version, label, score, refusal, explanation, unsafe,"
+            " scores_benign, details, error) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             [
-                (row_id, v.judge, v.version, v.label, v.score, None if v.refusal is None else int(v.refusal),
-                 v.explanation)
+                (row_id, v.judge, v.version, v.label, v.score, _int(v.refusal), v.explanation, _int(v.unsafe),
+                 int(v.scores_benign), json.dumps(v.details, default=str), v.error)
                 for v in verdicts
             ],
         )
 
-    def add_verdicts(self, items: list[tuple[int, list]]) -> None:
+    def add_verdicts(self, items: list[tuple[int, list[Verdict]]]) -> None:
         """``(row_id, verdicts)`` pairs for rows judged after the fact (a judge added on resume)."""
         with self.db:
             for row_id, verdicts in items:
                 self._write_verdicts(row_id, verdicts)
 
-    def unjudged(self, judge: str) -> list[sqlite3.Row]:
-        """Rows without an error that have no verdict from ``judge`` yet."""
-        return self.db.execute(
-            "SELECT * FROM rows WHERE error IS NULL AND id NOT IN (SELECT row_id FROM verdicts WHERE judge = ?)",
-            (judge,),
-        ).fetchall()
+    def unjudged(self, judge: str) -> list[dict[str, Any]]:
+        """Rows without an error that have no verdict from ``judge`` yet, or one where the judge failed."""
+        return [self._decode(r) | {"verdicts": {}} for r in self.db.execute(
+            "SELECT * FROM rows WHERE error IS NULL AND id NOT IN"
+            " (SELECT row_id FROM verdicts WHERE judge = ? AND error IS NULL) ORDER BY id", (judge,))]
+
+    def attempt(self, row: dict[str, Any]) -> Attempt:
+        """What the judges saw of a stored row, rebuilt: the dataset's request, the sample sent (its images read
+        from where they were stored) and the response; re-judging gives a judge the same inputs as the first pass."""
+        request = Sample(id=row["sample_id"], prompt=row["request"], category=row["category"], source=row["dataset"],
+                         benign=row["benign"], metadata=row["metadata"])
+        images = tuple(ImageRef(path=self.dir / im["path"]) for im in row["images"])  # absolute paths stay as they are
+        sent = request.with_(prompt=row["prompt"] if row["prompt"] is not None else row["request"], images=images,
+                             metadata=row["sent_metadata"] or row["metadata"])
+        return Attempt(request, sent, Response(text=row["response"] or "", details=row["details"]))
 
     def rows(self, **where: str) -> Iterator[dict[str, Any]]:
         """Every row as a dict, with ``verdicts`` keyed by judge name; optional equality filters on row columns."""
@@ -182,15 +223,29 @@ class Store:
             verdicts.setdefault(v["row_id"], {})[v["judge"]] = {
                 "version": v["version"],
                 "label": v["label"],
+                "unsafe": _bool(v["unsafe"]),
+                "refusal": _bool(v["refusal"]),
                 "score": v["score"],
-                "refusal": None if v["refusal"] is None else bool(v["refusal"]),
+                "scores_benign": bool(v["scores_benign"]),
+                "details": json.loads(v["details"]),
                 "explanation": v["explanation"],
+                "error": v["error"],
             }
         for r in self.db.execute(sql, tuple(where.values())):
-            d = dict(r)
-            d["benign"] = bool(d["benign"])
-            d["images"] = json.loads(d["images"])
-            d["details"] = json.loads(d["details"])
-            d["metadata"] = json.loads(d["metadata"])
-            d["verdicts"] = verdicts.get(d["id"], {})
-            yield d
+            yield self._decode(r) | {"verdicts": verdicts.get(r["id"], {})}
+
+    @staticmethod
+    def _decode(r: sqlite3.Row) -> dict[str, Any]:
+        d = dict(r)
+        d["benign"] = bool(d["benign"])
+        for k in ("images", "details", "metadata", "sent_metadata"):
+            d[k] = json.loads(d[k])
+        return d
+
+
+def _int(b: bool | None) -> int | None:
+    return None if b is None else int(b)
+
+
+def _bool(i: int | None) -> bool | None:
+    return None if i is None else bool(i)

@@ -35,6 +35,7 @@ class ScanConfig(BaseModel):
     judges: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="keywords")])
     limit: int | None = Field(None, gt=0, description="samples per dataset, spread over categories")
     out: Path = Path(DEFAULT_OUT)
+    retry_errors: bool = Field(True, description="re-run rows stored with an error")
 
     @model_validator(mode="before")
     @classmethod

@@ -8,6 +8,7 @@ name is looked up, so adding a component is one new file. Outside packages add m
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
 import inspect
@@ -66,6 +67,15 @@ def _coerce(cls: Any, value: Any) -> Any:
         return value
 
 
+def arguments(cls: Any) -> list[str] | None:
+    """The keyword arguments ``cls`` accepts, in order; None when it takes any (``**kwargs``)."""
+    init = cls.__init__ if isinstance(cls, type) else cls
+    params = [p for p in inspect.signature(init).parameters.values() if p.name not in ("self", "cls")]
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
 class UnknownComponent(KeyError):
     def __str__(self) -> str:  # KeyError quotes its message; we want it readable
         return str(self.args[0])
@@ -116,8 +126,10 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
+            close = difflib.get_close_matches(name, self.names(), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
             raise UnknownComponent(
-                f"unknown {self.kind} {name!r}; known: {', '.join(self.names()) or 'none'}"
+                f"unknown {self.kind} {name!r}; {hint}known: {', '.join(self.names()) or 'none'}"
             ) from None
 
     def build(self, spec: str | dict[str, Any] | ComponentSpec) -> T:
@@ -125,6 +137,11 @@ class Registry(Generic[T]):
         cls = self.get(spec.name)
         args = dict(spec.args)
         positional = [_coerce(cls, args.pop("_"))] if "_" in args else []
+        accepted = arguments(cls)
+        unknown = sorted(set(args) - set(accepted)) if accepted is not None else []
+        if unknown:
+            raise ComponentError(f"{self.kind} {spec.name!r} has no argument {', '.join(map(repr, unknown))}; "
+                                 f"it accepts: {', '.join(accepted) or 'no arguments'}")
         try:
             obj = cls(*positional, **args)
         except (TypeError, ValueError) as e:

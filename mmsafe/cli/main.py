@@ -47,32 +47,45 @@ def _fail(msg: str) -> None:
 
 
 class _ScanProgress:
-    """Rows done, rate and ETA. On resume the bar counts only the rows left, so rate and ETA are honest."""
+    """Rows done, rate and ETA. On resume the bar counts only the rows left, so rate and ETA are honest. When
+    stderr is not a terminal (CI, a log file), a plain line every ``PLAIN_EVERY_S`` seconds instead of a bar."""
+
+    PLAIN_EVERY_S = float(os.environ.get("MMSAFE_PROGRESS_EVERY", "30"))
 
     def __init__(self, out: Path) -> None:
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                    TimeRemainingColumn)
 
         self.out = out
+        self.plain = not err.is_terminal
         self.progress = Progress(
             TextColumn("[bold]scan"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-            console=err,
+            console=err, disable=self.plain,
         )
         self.task = None
         self.base = 0
+        self.started = self.last_line = 0.0
 
     def update(self, done: int, total: int) -> None:
+        import time
+
+        now = time.monotonic()
         if self.task is None:
             if done:
-                err.print(f"resuming: {done} of {total} rows already in {self.out}")
-            self.base = done
+                err.print(f"resuming: {done} of {total} rows already in {self.out}", markup=False, highlight=False)
+            self.base, self.started, self.last_line = done, now, now
             self.task = self.progress.add_task("scan", total=total - done, rate="")
             self.progress.start()
             return
         self.progress.update(self.task, completed=done - self.base)
         speed = self.progress.tasks[0].speed
         self.progress.update(self.task, rate=f"{speed:.2f} rows/s" if speed else "")
+        if self.plain and (now - self.last_line >= self.PLAIN_EVERY_S or done == total):
+            self.last_line = now
+            rate = (done - self.base) / max(now - self.started, 1e-9)
+            eta = f"{(total - done) / rate:.0f} s" if rate > 0 else "?"
+            err.print(f"scan: {done}/{total} rows, {rate:.2f} rows/s, ETA {eta}", markup=False, highlight=False)
 
     def stop(self) -> None:
         self.progress.stop()
@@ -90,6 +103,7 @@ def scan(
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with any of the settings above; flags override it.")] = None,
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Target's answer length limit (reader default 128).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Samples per generate() call (reader default 16).")] = None,
+    retry_errors: Annotated[Optional[bool], typer.Option("--retry-errors/--no-retry-errors", help="Re-run rows stored with an error (a fixed image, a target that was down). \\[default: retry]")] = None,
 ) -> None:
     """Run every dataset x attack x defense on the target, judge each answer, and print ASR / refusal /
     over-refusal with 95% CIs. Finished rows are kept: re-running the same command resumes."""
@@ -102,7 +116,7 @@ def scan(
 
     try:
         cfg = load_config(config, target=target, datasets=dataset, attacks=attack, defenses=defense,
-                          judges=judge, limit=limit, out=out)
+                          judges=judge, limit=limit, out=out, retry_errors=retry_errors)
     except ConfigError as e:
         _fail(str(e))
     for key, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
@@ -129,9 +143,11 @@ def scan(
     rows = [r for r in store.rows() if r["dataset"] in labels and r["target"] == runner.target_label]
     store.close()
     console.print(summary_table(rows, title=f"mmsafe scan: {runner.target_label}"))
+    stored_errors = sum(1 for r in rows if r["error"])
     console.print(
-        f"{result.generated} rows generated, {result.skipped} resumed, {result.errors} errors, "
-        f"{len(result.problems)} warnings. Results: {cfg.out}/results.sqlite\n"
+        f"{result.generated} rows generated, {result.skipped} resumed, {result.errors} errors in this run "
+        f"({stored_errors} error rows in the store), {len(result.problems)} warnings. "
+        f"Results: {cfg.out}/results.sqlite\n"
         f"Next: mmsafe report {cfg.out}   |   mmsafe export {cfg.out} --format jsonl",
         highlight=False,
     )
@@ -167,7 +183,7 @@ def report(
     rows = list(store.rows())
     store.close()
     if not rows:
-        _fail(f"{run_dir}: no rows yet")
+        _fail(f"{run_dir}: no rows yet; run `mmsafe scan --out {run_dir}` to start (or resume) one")
     if format == "json":
         import json
 

@@ -8,6 +8,7 @@ generating is not).
 from __future__ import annotations
 
 import logging
+import shutil
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ class Scan:
         return self.target
 
     def plan(self, store: Store) -> tuple[list[_Work], int]:
-        done = store.done_keys()
+        done = store.done_keys(with_errors=not self.config.retry_errors)
         work, skipped = [], 0
         samples = self._load_samples()
         # Attack-major order: consecutive rows share a prompt shape, which keeps batches evenly padded.
@@ -192,7 +193,9 @@ class Scan:
 
     def run(self) -> ScanResult:
         cfg = self.config
+        created = not cfg.out.exists()
         store = Store(cfg.out)
+        written = False
         try:
             store.set_meta("config", cfg.model_dump(mode="json"))
             work, skipped = self.plan(store)
@@ -205,10 +208,16 @@ class Scan:
                 for start in range(0, len(work), bs):
                     rows = self._run_batch(work[start:start + bs])
                     store.write(rows)
+                    written = True
                     errors += sum(1 for r in rows if r.error or (r.response is not None and r.response.error))
                     done += len(rows)
                     self.on_progress(done, total)
             return ScanResult(str(cfg.out), total, skipped, len(work), errors, rejudged, self.problems)
+        except BaseException:
+            if created and not written:  # a scan that failed before its first row leaves no empty run folder
+                store.close()
+                shutil.rmtree(cfg.out, ignore_errors=True)
+            raise
         finally:
             store.close()
             if self.target is not None and self._owns_target:

@@ -117,8 +117,11 @@ class Store:
         return json.loads(row[0]) if row else default
 
     # --- rows -------------------------------------------------------------------------------------------------
-    def done_keys(self) -> set[tuple[str, str, str, str, str]]:
-        cur = self.db.execute("SELECT dataset, sample_id, attack, defense, target FROM rows")
+    def done_keys(self, with_errors: bool = False) -> set[tuple[str, str, str, str, str]]:
+        """Keys of the stored rows a resumed scan skips: rows stored with an error are retried (they replace the
+        old row) unless ``with_errors``."""
+        cur = self.db.execute("SELECT dataset, sample_id, attack, defense, target FROM rows"
+                              + ("" if with_errors else " WHERE error IS NULL"))
         return {tuple(r) for r in cur}  # type: ignore[misc]
 
     def save_image(self, ref: ImageRef) -> dict[str, str | None]:

@@ -8,7 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from conftest import READER_ARGS, SHARED
+from conftest import READER_ARGS
 from mmsafe.config import load_config
 from mmsafe.datasets import datasets
 from mmsafe.images import load_image
@@ -204,8 +204,8 @@ def test_report_shows_corrected_asr_only_for_the_measured_version(tmp_path):
 
 # --- XSTest --------------------------------------------------------------------------------------------------
 
-def test_xstest_loader_reads_safe_and_contrast_prompts():
-    path = SHARED / "datasets" / "xstest"
+def test_xstest_loader_reads_safe_and_contrast_prompts(xstest_dir):
+    path = xstest_dir
     samples = datasets.build(f"xstest:{path}").load()
     assert len(samples) == 450 and sum(s.benign for s in samples) == 250
     assert {s.category for s in samples if not s.benign} == {t for t in {s.category for s in samples}

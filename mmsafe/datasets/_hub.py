@@ -39,6 +39,7 @@ ELSEWHERE: dict[str, str] = {
     "mmsafetybench": "github.com/isXinLiu/MM-SafetyBench (data/processed_questions/; images: the link in its README)",
     "figstep": "github.com/ThuCCSLab/FigStep (data/question/safebench.csv, data/images/SafeBench-Tiny/)",
     "figstep-pro": "github.com/ThuCCSLab/FigStep (data/images/FigStep-Pro/sub-figures.zip)",
+    "xstest": "github.com/paul-rottger/exaggerated-safety (xstest_prompts.csv)",
     "harmbench-mm": "github.com/centerforaisafety/HarmBench (data/behavior_datasets/, multimodal_behavior_images/)",
 }
 

@@ -388,7 +388,7 @@ def test_transfer_crafts_on_the_surrogate_and_scans_another_target(tiny, tmp_pat
 def test_grounding_training_updates_only_the_vision_side(tiny, tmp_path, capsys):
     import random
 
-    from mmsafe.targets.train_tiny_llava import correct, main, picture
+    from mmsafe.train.tiny_llava import correct, main, picture
 
     im, facts = picture(random.Random(0), 64)
     assert im.size == (64, 64) and facts["background"] != facts["colour"]

@@ -1,6 +1,6 @@
 """Give a LLaVA-architecture model (by default the offline ``tiny-llava``) visual grounding on synthetic pictures.
 
-    python -m mmsafe.targets.train_tiny_llava --out DIR [--model tiny-llava] [--steps 300] [--batch 8]
+    python -m mmsafe.train.tiny_llava --out DIR [--model tiny-llava] [--steps 300] [--batch 8]
 
 Pictures are drawn here: a background of one colour and a shape (circle, square or triangle) of another. Questions
 ask for the background colour, the shape, or the shape's colour, with one-word or short answers. The language

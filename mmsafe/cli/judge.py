@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mmsafe.cli.output import fail, warn
 from mmsafe.types import ImageRef, Response, Sample, Verdict
 
 app = typer.Typer(
@@ -41,15 +42,6 @@ class Item:
     sample: Sample
     response: Response
     labels: dict[str, bool] = field(default_factory=dict)
-
-
-def _fail(msg: str) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, markup=True)
-    raise typer.Exit(2)
-
-
-def _warn(msg: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {msg}", highlight=False, markup=True, soft_wrap=True)
 
 
 def read_items(path: Path, need_labels: bool = False) -> Iterator[Item | str]:
@@ -113,7 +105,7 @@ def _build(spec: str) -> Any:
     try:
         return judges.build(spec)
     except (UnknownComponent, ComponentError, ImportError) as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _judge_all(judge: Any, items: list[Item]) -> list[Verdict]:
@@ -129,11 +121,11 @@ def _load(path: Path, need_labels: bool) -> list[Item]:
     try:
         for it in read_items(path, need_labels):
             if isinstance(it, str):
-                _warn(f"{it}; line skipped")
+                warn(f"{it}; line skipped")
             else:
                 items.append(it)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     return items
 
 
@@ -184,7 +176,7 @@ def eval_(
     if split is not None:
         items = [it for it in items if it.record.get("split") == split]
     if not items:
-        _fail(f"{labels}: no labelled rows" + (f" in split {split!r}" if split else ""))
+        fail(f"{labels}: no labelled rows" + (f" in split {split!r}" if split else ""))
     j = _build(judge)
     verdicts = _judge_all(j, items)
     console.print(f"{j.name} (version {j.version}) on {labels}" + (f", split {split}" if split else "")
@@ -200,7 +192,7 @@ def eval_(
                 continue
             scored = [(t, p) for t, p in pairs if p is not None]
             if not scored:
-                _warn(f"{task}{' ' + group if group else ''}: the judge scored none of the {len(pairs)} labelled rows")
+                warn(f"{task}{' ' + group if group else ''}: the judge scored none of the {len(pairs)} labelled rows")
                 continue
             rep = binary_report([t for t, _ in scored], [p for _, p in scored])
             console.print(_report_table(task + (f" ({group})" if group else ""), j.name, rep, len(pairs) - len(scored)))

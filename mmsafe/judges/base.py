@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from mmsafe.component import Loadable
 from mmsafe.registry import Registry
 from mmsafe.types import Response, Sample, Verdict
 
 
-class Judge:
+class Judge(Loadable):
     """Scores responses. ``version`` is stored with every verdict: bump it when the judge's decisions change so
     old and new verdicts are never mixed silently."""
 

@@ -55,6 +55,8 @@ class TinyLlava(HFLlava):
     """Offline white-box VLM: LLaVA architecture with the real SmolLM2-135M-Instruct as its language model and a
     small random CLIP vision tower (224 px, seed 0). For testing gradient attacks without a download."""
 
+    needs_args = None  # the checkpoint is built here
+
     hub = False  # never picked by ``hf:``: it is not a hub checkpoint
 
     def __init__(self, **kwargs: Any) -> None:

@@ -15,7 +15,7 @@ import time
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from mmsafe.attacks._pgd import PGDConfig, pgd  # noqa: E402
+from mmsafe.attacks import PGDConfig, pgd  # noqa: E402
 from mmsafe.targets import targets  # noqa: E402
 
 PROMPTS = ["What is in this image?", "Describe the picture.", "What colour is the sky here?", "Is this safe?",

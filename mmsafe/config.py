@@ -32,7 +32,8 @@ class ScanConfig(BaseModel):
     datasets: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="mini")])
     attacks: list[ComponentSpec] = Field(default_factory=lambda: _specs("none,figstep"))
     defenses: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="none")])
-    judges: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="keywords")])
+    # None: keywords plus the judges the attacks name as their own (a hijack's contains:<string>); see Scan
+    judges: list[ComponentSpec] | None = None
     limit: int | None = Field(None, gt=0, description="samples per dataset, spread over categories")
     out: Path = Path(DEFAULT_OUT)
     retry_errors: bool = Field(True, description="re-run rows stored with an error")

@@ -11,6 +11,8 @@ from mmsafe.types import ImageRef
 # Above this the decode alone can take gigabytes; FigStep's images are 0.6 MP, LLaVA-NeXT tiles stay under 5 MP.
 MAX_PIXELS = 40_000_000
 MAX_BYTES = 50 * 1024 * 1024
+# The files taken as images when a folder is read (dataset folders, attack picture sources): formats PIL decodes.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp")
 
 
 class ImageError(ValueError):

@@ -12,8 +12,10 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +79,15 @@ def resolve(model: str) -> str:
     return str(_embedded_folder()) if model == EMBEDDED else model
 
 
+def cannot_load(model: str, e: Exception, hint: str = "", what: str = "model") -> OSError:
+    """The error for a model that would not load: most often a hub id asked for without network."""
+    return OSError(f"cannot load {what} {model!r}: {e}\nOffline? Use {hint}a local folder saved with save_pretrained.")
+
+
 def load_causal_lm(model: str = EMBEDDED, dtype: str = "float32", device: str | None = None) -> tuple[Any, Any]:
     """``(model, tokenizer)`` in eval mode; the tokenizer pads on the left, as batched generation needs.
-    ``model``: ``smollm2`` (embedded), a hub id, or a folder saved with save_pretrained."""
+    ``model``: ``smollm2`` (embedded), a hub id, or a folder saved with save_pretrained. A fresh copy: components
+    share one through ``shared_causal_lm``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -91,11 +99,68 @@ def load_causal_lm(model: str = EMBEDDED, dtype: str = "float32", device: str | 
         tok = AutoTokenizer.from_pretrained(src)
         lm = AutoModelForCausalLM.from_pretrained(src, dtype=getattr(torch, dtype))
     except OSError as e:
-        raise OSError(
-            f"cannot load model {model!r}: {e}\n"
-            "Offline? Use the embedded model (model: smollm2) or a local folder saved with save_pretrained."
-        ) from e
+        raise cannot_load(model, e, "the embedded model (model: smollm2) or ") from e
     return ready(lm, tok, device)
+
+
+V = TypeVar("V")
+
+
+class Lease(Generic[V]):
+    """One user's hold on a cached model; ``release`` is idempotent, so a component closed twice frees it once.
+    Without a cache it holds a private copy, dropped with the lease."""
+
+    def __init__(self, cache: ModelCache | None, key: Hashable, value: V) -> None:
+        self._cache, self.key, self.value = cache, key, value
+        self._held = True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            if self._cache is not None:
+                self._cache._release(self.key)
+
+
+class ModelCache:
+    """Models shared by every component of a process, keyed by (kind, model, dtype, device) and reference counted:
+    a scan whose target, judge and attack all name SmolLM2 loads it once, and the weights are dropped when the
+    last user closes. ``loads`` counts real loads (what the load-once test reads)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, list[Any]] = {}  # key -> [value, users]
+        self._lock = threading.Lock()
+        self.loads = 0
+
+    def acquire(self, key: Hashable, load: Callable[[], V]) -> Lease[V]:
+        with self._lock:  # held while loading: two threads asking for one model must not load it twice
+            entry = self._entries.get(key)
+            if entry is None:
+                entry = self._entries[key] = [load(), 0]
+                self.loads += 1
+            entry[1] += 1
+            return Lease(self, key, entry[0])
+
+    def _release(self, key: Hashable) -> None:
+        with self._lock:
+            entry = self._entries[key]
+            entry[1] -= 1
+            if entry[1] == 0:
+                del self._entries[key]
+
+    def users(self, key: Hashable) -> int:
+        with self._lock:
+            return self._entries[key][1] if key in self._entries else 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+MODEL_CACHE = ModelCache()
+
+
+def shared_causal_lm(model: str = EMBEDDED, dtype: str = "float32", device: str | None = None) -> Lease[tuple[Any, Any]]:
+    """``load_causal_lm`` through the process-wide cache; ``release`` the lease when done."""
+    return MODEL_CACHE.acquire(("causal-lm", model, dtype, device), lambda: load_causal_lm(model, dtype, device))
 
 
 def ready(lm: Any, tok: Any, device: str | None) -> tuple[Any, Any]:
@@ -123,12 +188,13 @@ def generation_kwargs(tok: Any, max_new_tokens: int, temperature: float = 0.0, s
     return kwargs
 
 
-def decode_until_eos(lm: Any, tok: Any, rows: list[list[int]]) -> list[tuple[str, int]]:
-    """``(text, completion tokens)`` per row of generated ids, each cut after its first end-of-sequence token."""
+def decode_until_eos(lm: Any, tok: Any, rows: list[list[int]], mask: list[list[int]]) -> list[tuple[str, int, int]]:
+    """``(text, prompt tokens, completion tokens)`` per row of generated ids, each cut after its first
+    end-of-sequence token; ``mask`` is the prompt's attention mask, whose ones count the prompt tokens."""
     eos = lm.generation_config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
     out = []
-    for row in rows:
+    for row, prompt in zip(rows, mask):
         n = next((i + 1 for i, t in enumerate(row) if t in eos_ids), len(row))
-        out.append((tok.decode(row[:n], skip_special_tokens=True).strip(), n))
+        out.append((tok.decode(row[:n], skip_special_tokens=True).strip(), int(sum(prompt)), n))
     return out

@@ -14,6 +14,7 @@ import importlib.metadata
 import inspect
 import json
 import pkgutil
+import re
 from typing import Any, Callable, Generic, TypeVar
 
 from pydantic import BaseModel, Field
@@ -31,11 +32,18 @@ class ComponentSpec(BaseModel):
 
     @classmethod
     def parse(cls, value: str | dict[str, Any] | ComponentSpec) -> ComponentSpec:
-        """Accept ``name``, ``name:value`` (value goes to the component's first parameter) or a mapping."""
+        """Accept ``name``, ``name:value`` (value goes to the component's first parameter), a mapping, or a ``label``
+        (``name{"key": value}``), so a stored label rebuilds the same spec."""
         if isinstance(value, ComponentSpec):
             return value
         if isinstance(value, dict):
             return cls.model_validate(value)
+        labelled = re.fullmatch(r"([^:{]+)(\{.*\})", value.strip(), re.DOTALL)
+        if labelled:  # the form ``label`` writes for named arguments: name{"key":value}
+            try:
+                return cls(name=labelled.group(1).strip(), args=json.loads(labelled.group(2)))
+            except ValueError:
+                pass
         name, sep, arg = value.strip().partition(":")
         return cls(name=name.strip(), args={"_": arg} if sep else {})
 

@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from mmsafe.datasets import datasets
-from mmsafe.datasets._csv import DatasetError
+from mmsafe.datasets import DatasetError
 
 SCENARIOS = {
     "Illegal Activity", "Hate Speech", "Malware Generation", "Physical Harm", "Economic Harm", "Fraud", "Sex",
@@ -92,7 +92,7 @@ def test_tiny_llava_example_data_loads_cleanly():
     # the README's white-box figures come from examples/tiny-llava: its files must stay loadable as they are
     from pathlib import Path
 
-    from mmsafe.attacks._gradient import read_prompts
+    from mmsafe.attacks import read_prompts
 
     folder = Path(__file__).resolve().parent.parent / "examples" / "tiny-llava"
     ds = datasets.build(f"jsonl:{folder / 'heldout.jsonl'}")

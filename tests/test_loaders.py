@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from mmsafe.datasets import datasets
-from mmsafe.datasets._csv import DatasetError
+from mmsafe.datasets import DatasetError
 
 
 def write_image(path: Path, color: str = "white") -> Path:

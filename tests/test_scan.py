@@ -19,9 +19,10 @@ from mmsafe.cli.main import app
 from mmsafe.config import load_config
 from mmsafe.runner.scan import Scan, spread
 from mmsafe.runner.store import Store
+from mmsafe.targets import Target
 
 
-class Counting:
+class Counting(Target):
     """Wraps the real target to count what reaches the model."""
 
     def __init__(self, target):

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from mmsafe.attacks import attacks
-from mmsafe.attacks._pgd import PGDConfig, pgd
+from mmsafe.attacks import PGDConfig, pgd
 from mmsafe.models import resolve
 from mmsafe.registry import ComponentError
 from mmsafe.targets import targets
@@ -258,7 +258,7 @@ def test_cropa_image_descends_while_the_prompt_adversary_ascends(tiny, tmp_path)
 
 
 def test_prompts_from_files(tmp_path):
-    from mmsafe.attacks._gradient import read_prompts
+    from mmsafe.attacks import read_prompts
 
     (tmp_path / "p.txt").write_text("What is it?\n\nDescribe it.\n")
     (tmp_path / "p.jsonl").write_text('{"prompt": "Hi?"}\n{"text": "no prompt"}\n')
@@ -388,7 +388,7 @@ def test_transfer_crafts_on_the_surrogate_and_scans_another_target(tiny, tmp_pat
 def test_grounding_training_updates_only_the_vision_side(tiny, tmp_path, capsys):
     import random
 
-    from mmsafe.targets.train_tiny_llava import correct, main, picture
+    from mmsafe.train.tiny_llava import correct, main, picture
 
     im, facts = picture(random.Random(0), 64)
     assert im.size == (64, 64) and facts["background"] != facts["colour"]

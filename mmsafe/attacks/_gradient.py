@@ -16,6 +16,7 @@ from typing import Any
 from mmsafe.attacks._pgd import PGDConfig, pgd
 from mmsafe.attacks.base import Attack
 from mmsafe.images import load_image
+from mmsafe.targets.base import Target, WhiteBox, require
 from mmsafe.types import ImageRef, Sample
 
 # (group, groups, step, steps, mean loss at this step)
@@ -47,6 +48,9 @@ class GradientAttack(Attack):
     default depends on the attack. Prompts the image was not optimised on then measure generalisation."""
 
     universal: bool = True
+    modalities = ("text", "image")
+    # The target capabilities (protocols in targets/base.py) the attack uses; checked when it is bound to a target.
+    requires: tuple[type, ...] = (WhiteBox,)
 
     def __init__(
         self,
@@ -77,7 +81,8 @@ class GradientAttack(Attack):
         if universal is not None:
             self.universal = universal
         self.prompts = read_prompts(prompts)
-        self._target: Any = None
+        self._target: Target | None = None  # built from ``target`` for ``apply``, owned and closed here
+        self._bound: set[int] = set()
         self._cache: dict[str, Crafted] = {}
 
     # --- what subclasses define ------------------------------------------------------------------------------------
@@ -95,13 +100,42 @@ class GradientAttack(Attack):
             return self.default_prompts(samples)
         return [s.prompt for s in samples] if self.prompts == "samples" else self.prompts
 
-    def pair_loss(self, target: Any, pixels: Any, pairs: list[tuple[str, str]]) -> Any:
+    def pair_loss(self, target: WhiteBox, pixels: Any, pairs: list[tuple[str, str]]) -> Any:
         """The PGD objective for one step: per-row loss of (prompt, target string) ``pairs`` on ``pixels``."""
         return target.loss(pixels, [p for p, _ in pairs], [t for _, t in pairs])
 
     def mask(self, height: int, width: int) -> Any:
         """(1, 1, H, W) tensor of the pixels the attack may change, or ``None`` for the whole image."""
         return None
+
+    # --- binding to a target --------------------------------------------------------------------------------------
+
+    def bind(self, target: Any) -> WhiteBox:
+        """Check ``target`` has every capability in ``requires`` (``ComponentError`` naming attack and target if
+        not), then load it. Checked before any model is loaded, so a wrong pairing fails at once."""
+        if id(target) not in self._bound:
+            require(target, self.requires, getattr(self, "registry_name", type(self).__name__))
+            self._bound.add(id(target))
+        target.load()
+        return target
+
+    def load(self) -> None:
+        """Build and bind the ``target`` spec's target (what ``apply`` crafts on); nothing without one."""
+        if self.target_spec is not None and self._target is None:
+            from mmsafe.targets import targets
+
+            target = targets.build(self.target_spec)
+            try:
+                self.bind(target)
+            except Exception:
+                target.close()
+                raise
+            self._target = target
+
+    def close(self) -> None:
+        if self._target is not None:
+            self._target.close()
+            self._target = None
 
     # --- crafting -------------------------------------------------------------------------------------------------
 
@@ -115,21 +149,20 @@ class GradientAttack(Attack):
         base = ref.sha256 if ref is not None else "grey"
         return base if self.universal else f"{base}:{sample.id}:{sample.prompt}"
 
-    def _clean(self, target: Any, sample: Sample) -> Any:
+    def _clean(self, target: WhiteBox, sample: Sample) -> Any:
         import torch
 
         ref = self.base_image(sample)
         if ref is None:
             h, w = target.image_size
             return torch.full((3, h, w), 0.5)
-        return target.to_pixels(load_image(ref)) if hasattr(target, "to_pixels") else _resize(load_image(ref), target)
+        return target.to_pixels(load_image(ref))
 
-    def craft(self, target: Any, samples: list[Sample], progress: Progress | None = None) -> list[Crafted]:
+    def craft(self, target: WhiteBox, samples: list[Sample], progress: Progress | None = None) -> list[Crafted]:
         """One crafted image per sample, in order. Universal attacks make one image per distinct clean image,
         optimised over all prompts of the samples that share it; per-sample attacks optimise one image per sample,
         ``batch`` samples (default: the target's batch size) at a time in one batched PGD run."""
-        if hasattr(target, "load"):
-            target.load()
+        self.bind(target)
         groups: dict[str, list[Sample]] = {}
         for s in samples:
             if self._key(s) not in self._cache:
@@ -138,7 +171,7 @@ class GradientAttack(Attack):
         if self.universal:
             chunks = [[k] for k in keys]
         else:
-            size = self.batch or max(1, getattr(target, "batch_size", 8))
+            size = self.batch or max(1, target.batch_size)
             chunks = [keys[i:i + size] for i in range(0, len(keys), size)]
         for g, chunk in enumerate(chunks):
             units = [(self._clean(target, groups[k][0]), self._pairs(groups[k])) for k in chunk]
@@ -150,7 +183,7 @@ class GradientAttack(Attack):
         prompts = self.train_prompts(members) if self.universal else [members[0].prompt]
         return [(p, t) for p in prompts for t in self.target_strings()]
 
-    def _craft_units(self, target: Any, units: list[tuple[Any, list[tuple[str, str]]]], g: int, groups: int,
+    def _craft_units(self, target: WhiteBox, units: list[tuple[Any, list[tuple[str, str]]]], g: int, groups: int,
                      progress: Progress | None) -> list[Crafted]:
         """PGD for ``units`` of (clean image, training pairs): one universal unit whose rows are its pairs, or
         several per-sample units, one row each."""
@@ -161,7 +194,7 @@ class GradientAttack(Attack):
         from mmsafe.metrics.perturbation import perturbation
 
         clean = torch.stack([c for c, _ in units])
-        if getattr(target, "device", None):
+        if target.device:
             clean = clean.to(target.device)  # the perturbation lives where the model does: no copies per step
         universal = len(units) == 1 and self.universal
         pairs = units[0][1]
@@ -200,15 +233,15 @@ class GradientAttack(Attack):
             ))
         return out
 
-    def _mean_loss(self, target: Any, pixels: Any, pairs: list[tuple[str, str]]) -> float:
+    def _mean_loss(self, target: WhiteBox, pixels: Any, pairs: list[tuple[str, str]]) -> float:
         import torch
 
-        size = max(1, getattr(target, "batch_size", 8))
+        size = max(1, target.batch_size)
         total = 0.0
         with torch.no_grad():
             for i in range(0, len(pairs), size):
                 chunk = pairs[i:i + size]
-                x = pixels.unsqueeze(0).expand(len(chunk), -1, -1, -1).to(getattr(target, "device", None) or "cpu")
+                x = pixels.unsqueeze(0).expand(len(chunk), -1, -1, -1).to(target.device or "cpu")
                 total += float(target.loss(x, [p for p, _ in chunk], [t for _, t in chunk]).sum())
         return total / len(pairs)
 
@@ -223,11 +256,8 @@ class GradientAttack(Attack):
                 raise ValueError(f"attack {getattr(self, 'registry_name', type(self).__name__)!r} is a gradient "
                                  "attack: give it a white-box target (args: {target: tiny-llava}) or craft "
                                  "images first with `mmsafe attack`")
-            if self._target is None:
-                from mmsafe.targets import targets
-
-                self._target = targets.build(self.target_spec)
-            self.craft(self._target, [sample])
+            self.load()
+            self.craft(self._target, [sample])  # type: ignore[arg-type] - load() bound it
         image = ImageRef.from_pil(self._cache[key].image)
         rest = sample.images[1:] if sample.images else ()
         return sample.with_(images=(image, *rest), metadata={**sample.metadata, **self.describe(sample)})
@@ -266,17 +296,13 @@ def read_prompts(value: Any) -> Any:
     return prompts or _no_prompts("the prompts list")
 
 
+def target_list(value: Any, default: Any, what: str) -> list[str]:
+    """Target strings as given (one string or a list; ``None``: ``default``), checked non-empty."""
+    items = [value] if isinstance(value, str) else list(value or default)
+    if not items or not all(str(x).strip() for x in items):
+        raise ValueError(f"{what} must be a non-empty list of non-empty strings")
+    return items
+
+
 def _no_prompts(where: Any) -> Any:
     raise ValueError(f"{where} holds no prompts")
-
-
-def _resize(image: Any, target: Any) -> Any:
-    """Fallback start point for white-box targets without ``to_pixels``: a plain resize to ``image_size``."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    h, w = target.image_size
-    arr = np.asarray(image.resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32) / 255
-    return torch.from_numpy(arr).permute(2, 0, 1)
-

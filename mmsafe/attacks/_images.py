@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from mmsafe.fonts import load_font
-from mmsafe.images import load_image
+from mmsafe.images import IMAGE_SUFFIXES, load_image
 from mmsafe.types import ImageRef
 
 # MM-SafetyBench draws with Arial; FreeSans has the same metrics, DejaVuSans is the last resort.
@@ -30,7 +30,6 @@ SANS_FONTS = [
     "/usr/share/fonts/gnu-free/FreeSans.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
 ]
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 # Photos bundled inside the scikit-image wheel (its "legacy" data files), so reading them needs no download.
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket")
 

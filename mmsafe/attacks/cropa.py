@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from mmsafe.attacks._gradient import GradientAttack
 from mmsafe.attacks.base import attacks
 from mmsafe.attacks.hijack import TRAIN_PROMPTS
+from mmsafe.targets.base import PromptEmbeddings, WhiteBox
 from mmsafe.types import Sample
 
 
@@ -28,6 +29,8 @@ class CroPA(GradientAttack):
     adversary than the image's budget can answer stops the image from converging at all. Needs a target with
     prompt-embedding perturbations (the ``hf:`` families and ``tiny-llava``).
     """
+
+    requires = (WhiteBox, PromptEmbeddings)
 
     def __init__(self, output: str = "unknown", prompt_step: float = 0.5, prompt_eps: float = 1.0,
                  prompt_every: int = 10, prompt_until: float = 0.3, **kwargs: Any) -> None:
@@ -53,6 +56,9 @@ class CroPA(GradientAttack):
     def target_strings(self) -> list[str]:
         return [self.output]
 
+    def default_judges(self) -> list[str]:
+        return [f"contains:{self.output}"]
+
     def default_prompts(self, samples: list[Sample]) -> list[str]:
         return list(TRAIN_PROMPTS)
 
@@ -60,20 +66,18 @@ class CroPA(GradientAttack):
         self._noise, self._last, self._calls, self.updates = {}, {}, 0, 0  # each image gets its own adversary
         return super()._craft_units(*args, **kwargs)
 
-    def pair_loss(self, target: Any, pixels: Any, pairs: list[tuple[str, str]]) -> Any:
+    def pair_loss(self, target: WhiteBox, pixels: Any, pairs: list[tuple[str, str]]) -> Any:
         import torch
 
-        if not hasattr(target, "prompt_noise_shape"):
-            raise ValueError(f"cropa needs a target that can perturb prompt embeddings (hf:<id>, tiny-llava); "
-                             f"{type(target).__name__} cannot")
+        text_side = cast(PromptEmbeddings, target)  # bind() checked it against ``requires``
         if self._scale is None:
-            self._scale = target.embedding_std()
+            self._scale = text_side.embedding_std()
         prompts = [p for p, _ in pairs]
         for p in prompts:
             if p not in self._noise:
-                self._noise[p] = torch.zeros(target.prompt_noise_shape(p), device=pixels.device,
+                self._noise[p] = torch.zeros(text_side.prompt_noise_shape(p), device=pixels.device,
                                              requires_grad=True)
-        loss = target.loss(pixels, prompts, [t for _, t in pairs], prompt_noise=[self._noise[p] for p in prompts])
+        loss = text_side.loss(pixels, prompts, [t for _, t in pairs], prompt_noise=[self._noise[p] for p in prompts])
         self._calls += 1
         views = max(1, self.config.eot)  # EOT evaluates the objective several times per step: update on the last
         step, view = divmod(self._calls - 1, views)

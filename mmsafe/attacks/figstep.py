@@ -40,6 +40,8 @@ class FigStep(Attack):
     """FigStep (Gong et al., 2023): the request, as a statement followed by an empty numbered list, rendered as a
     typographic image; the text prompt only asks to fill in the list. Black-box, no optimisation."""
 
+    modalities = ("text", "image")
+
     def __init__(self, steps: int = 3, prompt: str = PROMPT, font: str | None = None) -> None:
         self.steps = steps
         self.prompt = prompt

@@ -80,6 +80,8 @@ class FigStepPro(Attack):
     """FigStep-Pro (Gong et al., 2023): the key phrase typeset and cut into sub-figures so no image shows a whole
     harmful word; the text asks the model to join them and fill in an empty list. Black-box, no optimisation."""
 
+    modalities = ("text", "image")
+
     def __init__(self, text: str = "key-phrase", prompt: str = PROMPT, font_size: int = 80,
                  font: str | None = None) -> None:
         """``text``: ``key-phrase`` (the paper's choice) or ``instruction`` (cut the whole request; the title is

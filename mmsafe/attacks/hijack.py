@@ -40,5 +40,8 @@ class Hijack(GradientAttack):
     def target_strings(self) -> list[str]:
         return [self.output]
 
+    def default_judges(self) -> list[str]:
+        return [f"contains:{self.output}"]  # success is the forced string in the answer, on any request
+
     def default_prompts(self, samples: list[Sample]) -> list[str]:
         return list(TRAIN_PROMPTS)

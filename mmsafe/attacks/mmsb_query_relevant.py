@@ -99,6 +99,8 @@ class MMSafetyBenchQueryRelevant(Attack):
     """MM-SafetyBench (Liu et al., 2024): the request's key phrase moved into a typographic image (optionally under
     a picture of it); the text refers to "the phrase in the image". Black-box, no optimisation."""
 
+    modalities = ("text", "image")
+
     def __init__(
         self,
         image_source: str = "none",
@@ -121,6 +123,7 @@ class MMSafetyBenchQueryRelevant(Attack):
         self.font_size = font_size
         self.font = font
         self.extractor = self._build_extractor(extractor)
+        self._owns_extractor = extractor is not None and not hasattr(extractor, "generate")
         self._cache: dict[str, tuple[KeyPhrase, dict[str, Any]]] = {}
 
     @staticmethod
@@ -130,6 +133,10 @@ class MMSafetyBenchQueryRelevant(Attack):
         from mmsafe.targets import targets
 
         return targets.build(spec)
+
+    def close(self) -> None:
+        if self._owns_extractor:
+            self.extractor.close()
 
     def key_phrase(self, sample: Sample, request: str) -> tuple[KeyPhrase, dict[str, Any]]:
         """The key phrase and how it was found (``key_phrase_source``, the extractor's answer if one was asked)."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmsafe.attacks._gradient import GradientAttack
+from mmsafe.attacks._gradient import GradientAttack, target_list
 from mmsafe.attacks.base import attacks
 
 # Refusal openings, our wording: what the perturbed image should make the model say to a harmless question.
@@ -27,9 +27,7 @@ class Refusal(GradientAttack):
 
     def __init__(self, refusals: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.refusals = [refusals] if isinstance(refusals, str) else list(refusals or REFUSALS)
-        if not self.refusals or not all(str(r).strip() for r in self.refusals):
-            raise ValueError("refusals must be a non-empty list of non-empty strings")
+        self.refusals = target_list(refusals, REFUSALS, "refusals")
 
     def target_strings(self) -> list[str]:
         return self.refusals

@@ -26,6 +26,17 @@ class Transfer(Attack):
         self.inner = attacks.build({"name": spec.name, "args": {**spec.args, "target": surrogate}})
         self.surrogate = surrogate
 
+    modalities = ("text", "image")
+
+    def default_judges(self) -> list[str]:
+        return self.inner.default_judges()
+
+    def load(self) -> None:
+        self.inner.load()
+
+    def close(self) -> None:
+        self.inner.close()
+
     def apply(self, sample: Sample) -> Sample:
         out = self.inner.apply(sample)
         return out.with_(metadata={**out.metadata, "surrogate": self.surrogate})

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmsafe.attacks._gradient import GradientAttack
+from mmsafe.attacks._gradient import GradientAttack, target_list
 from mmsafe.attacks.base import attacks
 from mmsafe.types import Sample
 
@@ -35,9 +35,7 @@ class VisualJailbreak(GradientAttack):
         if kwargs.get("eps", 16) is None:
             kwargs.setdefault("random_start", True)
         super().__init__(**kwargs)
-        self.corpus = [corpus] if isinstance(corpus, str) else list(corpus or CORPUS)
-        if not self.corpus or not all(str(c).strip() for c in self.corpus):
-            raise ValueError("corpus must be a non-empty list of non-empty strings")
+        self.corpus = target_list(corpus, CORPUS, "corpus")
 
     def target_strings(self) -> list[str]:
         return self.corpus

@@ -56,6 +56,8 @@ class VisualPromptInjection(Attack):
     """Visual prompt injection: the request drawn small or faint into an ordinary picture (a sign or a corner),
     with an innocent text prompt that asks to describe the picture and follow it. Black-box."""
 
+    modalities = ("text", "image")
+
     def __init__(
         self,
         prompt: str = PROMPT,

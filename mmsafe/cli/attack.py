@@ -1,29 +1,21 @@
-"""``mmsafe attack``: craft gradient-attack images against a white-box target and save them as a JSONL dataset.
-
-The saved images are 8-bit PNGs, exactly what ``mmsafe scan -d jsonl:DIR/adversarial.jsonl`` then sends, so the
-scan measures the attack as a model would receive it (after quantisation), not the float tensor it was optimised as.
-"""
+"""``mmsafe attack``: craft gradient-attack images against a white-box target and save them as a JSONL dataset
+(``mmsafe.attacks.adversarial_set`` says what is written and why)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+
+from mmsafe.cli.output import fail, warn
 
 app = typer.Typer(
     help="Craft white-box adversarial images (hijack, visual-jailbreak, refusal, patch, cropa) and save them as a dataset.",
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-
-def _fail(msg: str) -> NoReturn:
-    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", soft_wrap=True)
-    raise typer.Exit(2)
 
 
 @app.callback(invoke_without_command=True)
@@ -46,13 +38,12 @@ def attack(
     import os
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    from mmsafe.attacks import attacks
-    from mmsafe.attacks._gradient import GradientAttack
+    from mmsafe.attacks import GradientAttack, attacks
+    from mmsafe.attacks.adversarial_set import AdversarialSet
     from mmsafe.datasets import datasets
     from mmsafe.registry import ComponentSpec, UnknownComponent
     from mmsafe.runner.scan import spread
     from mmsafe.targets import targets
-    from mmsafe.targets.base import WhiteBoxTarget
 
     err = Console(stderr=True)
     spec = ComponentSpec.parse(attack)
@@ -63,52 +54,23 @@ def attack(
     try:
         atk = attacks.build(spec)
         if not isinstance(atk, GradientAttack):
-            _fail(f"attack {spec.name!r} is not a gradient attack; known gradient attacks: "
+            fail(f"attack {spec.name!r} is not a gradient attack; known gradient attacks: "
                   + ", ".join(n for n in attacks.names() if isinstance(attacks.get(n), type)
                               and issubclass(attacks.get(n), GradientAttack)))
         ds = datasets.build(dataset)
         samples = spread(ds.load(), limit)
         for p in ds.problems:
-            err.print(f"[yellow]warning:[/yellow] {escape(p)}", soft_wrap=True)
+            warn(p)
         if not samples:
-            _fail(f"dataset {dataset!r} has no samples")
+            fail(f"dataset {dataset!r} has no samples")
         tgt = targets.build(target)
+        atk.bind(tgt)  # a target without gradients to its image fails here, naming attack and target
     except (UnknownComponent, ValueError, TypeError, FileNotFoundError, OSError) as e:
-        _fail(str(e))
-    if not isinstance(tgt, WhiteBoxTarget):
-        _fail(f"target {target!r} is not white-box (no gradients to its image); use e.g. tiny-llava or hf:<llava id>")
+        fail(str(e))
 
     crafted = _craft_with_progress(atk, tgt, samples, err)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "images").mkdir(exist_ok=True)
-    files: dict[Any, str] = {}
-
-    def save(image: Any) -> str:
-        from mmsafe.types import ImageRef
-
-        ref = ImageRef.from_pil(image)  # PNG: lossless, so the scan reads exactly these 8-bit pixels
-        name = f"images/{ref.sha256[:16]}.png"
-        if name not in files.values():
-            (out / name).write_bytes(ref.read_bytes())
-        return name
-
-    adversarial, clean = [], []
-    for s, c in zip(samples, crafted):
-        if id(c) not in files:
-            files[id(c)] = save(c.image)
-            files[(id(c), "clean")] = save(c.clean)
-        row: dict[str, Any] = {"id": s.id, "prompt": s.prompt, "image": files[id(c)], "category": s.category,
-                               "benign": s.benign, "attack": spec.name, "attack_spec": atk.spec.label,
-                               "target": target, "source": s.source, "loss_clean": round(c.loss_clean, 6),
-                               "loss_adv": round(c.loss_adv, 6), "steps": c.steps}
-        row.update({k: (None if v == float("inf") else round(v, 6)) for k, v in c.norms.items()})
-        adversarial.append(json.dumps(row, ensure_ascii=False))
-        clean.append(json.dumps({"id": s.id, "prompt": s.prompt, "image": files[(id(c), "clean")],
-                                 "category": s.category, "benign": s.benign, "source": s.source},
-                                ensure_ascii=False))
-    (out / "adversarial.jsonl").write_text("\n".join(adversarial) + "\n", encoding="utf-8")
-    # the same rows with the start image as the target sees it: the paired baseline for the adversarial scan
-    (out / "clean.jsonl").write_text("\n".join(clean) + "\n", encoding="utf-8")
+    AdversarialSet(samples, crafted, atk.spec, target).save(out)
     unique = {id(c): c for c in crafted}.values()
     mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     Console().print(

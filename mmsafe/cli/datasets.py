@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import csv
 import inspect
 import json
-import re
-import zipfile
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+from mmsafe.cli.output import fail
 
 app = typer.Typer(
     help="Benchmarks in their published formats: list the loaders, inspect a copy on disk, download one.",
@@ -29,11 +28,6 @@ def _consoles() -> tuple[Console, Console]:
     return Console(), Console(stderr=True)
 
 
-def _fail(msg: str) -> NoReturn:
-    Console(stderr=True).print(f"[red]error:[/red] {escape(msg)}", soft_wrap=True)
-    raise typer.Exit(2)
-
-
 def takes_path(cls: type) -> bool:
     """Whether a loader's first parameter is a path, i.e. it is used as ``NAME:PATH``."""
     params = [p for p in inspect.signature(cls.__init__).parameters.values() if p.name != "self"]
@@ -44,8 +38,7 @@ def takes_path(cls: type) -> bool:
 def list_datasets() -> None:
     """List the registered dataset loaders: how to name them, whether they read a path, whether mmsafe can
     download them."""
-    from mmsafe.datasets import datasets
-    from mmsafe.datasets._hub import HUB
+    from mmsafe.datasets import HUB, datasets
 
     out, _ = _consoles()
     table = Table("name", "use as", "download", "what it reads")
@@ -53,104 +46,6 @@ def list_datasets() -> None:
         usage = f"{name}:PATH" if takes_path(datasets.get(name)) else name
         table.add_row(name, usage, HUB[name].repo_id if name in HUB else "", datasets.describe(name))
     out.print(table)
-
-
-# --- telling a loader from a path ---------------------------------------------------------------------------------
-
-_SPLITS = re.compile(r"(?:^|/)image_\d+_splits/")
-
-
-def _csv_header(path: Path) -> set[str]:
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as f:
-            return {c.strip() for c in next(csv.reader(f), [])}
-    except (OSError, UnicodeDecodeError, csv.Error):
-        return set()
-
-
-def _json_kind(path: Path) -> str | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    if isinstance(data, list) and data and isinstance(data[0], dict) and "instr-resp" in data[0]:
-        return "vlguard"
-    if isinstance(data, dict) and data:
-        first = next(iter(data.values()))
-        if isinstance(first, dict) and ("Question" in first or "Rephrased Question" in first):
-            return "mmsafetybench"
-    return None
-
-
-def _file_kind(path: Path) -> str | None:
-    """The loader for one data file, from its suffix and content."""
-    suffix = path.suffix.lower()
-    if suffix == ".zip":
-        try:
-            with zipfile.ZipFile(path) as z:
-                return "figstep-pro" if any(_SPLITS.search(n) for n in z.namelist()) else None
-        except (zipfile.BadZipFile, OSError):
-            return None
-    if suffix == ".jsonl":
-        return "jsonl"
-    if suffix == ".json":
-        return _json_kind(path)
-    if suffix == ".csv":
-        header = _csv_header(path)
-        for name, columns in (
-            ("figstep", {"category_id", "task_id", "question", "instruction"}),
-            ("harmbench-mm", {"BehaviorID", "ImageFileName"}),
-            ("jailbreakv", {"jailbreak_query", "policy"}),
-            ("table", {"prompt"}),
-        ):
-            if columns <= header:
-                return name
-    return None
-
-
-def detect(path: Path) -> tuple[str, Path]:
-    """The loader for a bare path, and the path to give it, from names and shapes; ``ValueError`` if none fits.
-
-    A folder is a benchmark layout (MM-SafetyBench, FigStep-Pro sub-figures, JailBreakV-28K), else the one data
-    file inside it a loader reads (several: the error lists them), else a folder of images."""
-    from mmsafe.datasets._files import IMAGE_SUFFIXES
-
-    if not path.is_dir():
-        kind = _file_kind(path)
-        if kind is None:
-            raise ValueError(f"{path}: cannot tell which loader reads it; name one as NAME:PATH "
-                             "(see: mmsafe datasets list)")
-        return kind, path
-    if any((path / d).is_dir() for d in ("processed_questions", "data/processed_questions")) or any(
-        _json_kind(p) == "mmsafetybench" for p in sorted(path.glob("*.json"))[:3]
-    ):
-        return "mmsafetybench", path
-    if any(path.glob("image_*_splits")):
-        return "figstep-pro", path
-    if (path / "JailBreakV_28K.csv").is_file() or (path / "JailBreakV_28K" / "JailBreakV_28K.csv").is_file():
-        return "jailbreakv", path
-    found = [(kind, p) for p in sorted(path.iterdir()) if p.is_file() and (kind := _file_kind(p))]
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise ValueError(f"{path} holds several datasets; pick one: " + ", ".join(f"{k}:{p}" for k, p in found))
-    if any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*")):
-        return "folder", path
-    raise ValueError(f"{path}: no dataset found in the folder; name a loader as NAME:PATH (see: mmsafe datasets list)")
-
-
-def resolve(target: str) -> tuple[str, dict[str, Any]]:
-    """``NAME``, ``NAME:PATH`` or ``PATH`` -> (loader name, args)."""
-    from mmsafe.datasets import datasets
-
-    name, sep, rest = target.partition(":")
-    if name in datasets.names():
-        return name, ({"_": rest} if sep else {})
-    path = Path(target).expanduser()
-    if not path.exists():
-        raise ValueError(f"{target}: neither a dataset name ({', '.join(datasets.names())}) nor an existing path")
-    name, path = detect(path)
-    return name, {"_": str(path)}
 
 
 def _parse_args(items: list[str]) -> dict[str, Any]:
@@ -181,21 +76,23 @@ def inspect_dataset(
 ) -> None:
     """Load a dataset and show what a scan would get: counts per category and harmful/benign, the first rows, images
     found and missing, and every problem the loader reported (file:row: reason)."""
-    from mmsafe.datasets import datasets
+    from mmsafe.datasets import datasets, resolve
 
     out, err = _consoles()
     try:
-        name, args = resolve(target)
-        args |= _parse_args(arg or [])
+        spec = resolve(target)
+        if spec.name not in datasets.names():
+            raise ValueError(f"{target}: neither a dataset name ({', '.join(datasets.names())}) nor an existing path")
+        name, args = spec.name, spec.args | _parse_args(arg or [])
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     if "_" not in args and takes_path(datasets.get(name)):
-        _fail(f"{name} reads a file or folder: give it as {name}:PATH")
+        fail(f"{name} reads a file or folder: give it as {name}:PATH")
     try:
         ds = datasets.build({"name": name, "args": args})
         samples = ds.load()
     except (ValueError, OSError) as e:  # DatasetError and ComponentError are ValueErrors
-        _fail(str(e))
+        fail(str(e))
 
     label = ds.spec.label  # type: ignore[attr-defined]
     harmful = sum(not s.benign for s in samples)
@@ -245,15 +142,14 @@ def download(
 ) -> None:
     """Download a benchmark from the Hugging Face Hub as its authors publish it. Offline it fails at once and says
     how to use a local copy instead (--dataset NAME:PATH)."""
-    from mmsafe.datasets._csv import DatasetError
-    from mmsafe.datasets._hub import HubUnavailable
-    from mmsafe.datasets._hub import download as hub_download
+    from mmsafe.datasets import DatasetError, HubUnavailable
+    from mmsafe.datasets import download as hub_download
 
     out, _ = _consoles()
     dest = dest or Path("mmsafe-data") / name
     try:
         entry = hub_download(name, dest, include or None)
     except (DatasetError, HubUnavailable) as e:
-        _fail(str(e))
+        fail(str(e))
     out.print(f"downloaded {name} to {dest}\nuse it as: --dataset {name}:{entry}\n"
               f"check it:  mmsafe datasets inspect {name}:{entry}", soft_wrap=True, highlight=False)

@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from mmsafe.cli.output import fail, warn
 from mmsafe.types import Attempt, ImageRef, Response, Sample, Verdict
 
 app = typer.Typer(
@@ -40,15 +41,6 @@ class Item:
     sample: Sample
     response: Response
     labels: dict[str, bool] = field(default_factory=dict)
-
-
-def _fail(msg: str) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, markup=True)
-    raise typer.Exit(2)
-
-
-def _warn(msg: str) -> None:
-    err.print(f"[yellow]warning:[/yellow] {msg}", highlight=False, markup=True, soft_wrap=True)
 
 
 def read_items(path: Path, need_labels: bool = False) -> Iterator[Item | str]:
@@ -104,7 +96,7 @@ def _build(spec: str) -> Any:
     try:
         return judges.build(spec)
     except (UnknownComponent, ComponentError, ImportError) as e:
-        _fail(str(e))
+        fail(str(e))
 
 
 def _judge_all(judge: Any, items: list[Item]) -> list[Verdict]:
@@ -120,11 +112,11 @@ def _load(path: Path, need_labels: bool) -> list[Item]:
     try:
         for it in read_items(path, need_labels):
             if isinstance(it, str):
-                _warn(f"{it}; line skipped")
+                warn(f"{it}; line skipped")
             else:
                 items.append(it)
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
     return items
 
 
@@ -180,14 +172,14 @@ def eval_(
     for cond in where or []:
         key, sep, raw = cond.partition("=")
         if not sep:
-            _fail(f"--where {cond!r}: expected FIELD=VALUE")
+            fail(f"--where {cond!r}: expected FIELD=VALUE")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
         items = [it for it in items if it.record.get(key) == value]
     if not items:
-        _fail(f"{labels}: no labelled rows" + (f" in split {split!r}" if split else ""))
+        fail(f"{labels}: no labelled rows" + (f" in split {split!r}" if split else ""))
     j = _build(judge)
     verdicts = _judge_all(j, items)
     console.print(f"{j.name} (version {j.version}) on {labels}" + (f", split {split}" if split else "")
@@ -203,7 +195,7 @@ def eval_(
                 continue
             scored = [(t, p) for t, p in pairs if p is not None]
             if not scored:
-                _warn(f"{task}{' ' + group if group else ''}: the judge scored none of the {len(pairs)} labelled rows")
+                warn(f"{task}{' ' + group if group else ''}: the judge scored none of the {len(pairs)} labelled rows")
                 continue
             rep = binary_report([t for t, _ in scored], [p for _, p in scored])
             console.print(_report_table(task + (f" ({group})" if group else ""), j.name, rep, len(pairs) - len(scored)))

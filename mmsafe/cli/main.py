@@ -21,6 +21,7 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
+from mmsafe.cli.output import fail, warn  # noqa: E402
 from mmsafe.cli.datasets import app as datasets_app  # noqa: E402 - sub-apps attach after the main app exists
 from mmsafe.cli.attack import app as attack_app  # noqa: E402
 from mmsafe.cli.judge import app as judge_app  # noqa: E402
@@ -39,11 +40,6 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(message)s",
                         handlers=[RichHandler(console=err, show_time=False, show_path=False)])
-
-
-def _fail(msg: str) -> None:
-    err.print(f"[red]error:[/red] {msg}", highlight=False, markup=True)
-    raise typer.Exit(2)
 
 
 class _ScanProgress:
@@ -94,10 +90,10 @@ class _ScanProgress:
 @app.command()
 def scan(
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Model under test, e.g. reader (embedded, offline) or reader:<HF causal-LM id>.")] = None,
-    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Comma-separated datasets, e.g. mini or figstep:path/to/safebench.csv.")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Comma-separated datasets, e.g. mini, figstep:path/to/safebench.csv, or a bare path (format detected).")] = None,
     attack: Annotated[Optional[str], typer.Option("--attack", "-a", help="Comma-separated attacks \\[default: none,figstep].")] = None,
     defense: Annotated[Optional[str], typer.Option("--defense", help="Comma-separated defenses \\[default: none].")] = None,
-    judge: Annotated[Optional[str], typer.Option("--judge", "-j", help="Comma-separated judges; all are stored \\[default: keywords].")] = None,
+    judge: Annotated[Optional[str], typer.Option("--judge", "-j", help="Comma-separated judges; all are stored \\[default: keywords plus the attacks' own, e.g. contains:TEXT for hijack].")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="Samples per dataset, spread over categories and harmful/benign.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (results.sqlite, images). Re-running into it resumes. \\[default: mmsafe-runs/scan]")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with any of the settings above; flags override it.")] = None,
@@ -118,28 +114,25 @@ def scan(
         cfg = load_config(config, target=target, datasets=dataset, attacks=attack, defenses=defense,
                           judges=judge, limit=limit, out=out, retry_errors=retry_errors)
     except ConfigError as e:
-        _fail(str(e))
+        fail(str(e))
     for key, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
         if value is not None:
             cfg.target.args[key] = value
 
     bar = _ScanProgress(cfg.out)
-    def on_problem(msg: str) -> None:
-        err.print(f"[yellow]warning:[/yellow] {msg}", highlight=False, markup=True, soft_wrap=True)
-
     try:
-        runner = Scan(cfg, on_progress=bar.update, on_problem=on_problem)
+        runner = Scan(cfg, on_progress=bar.update, on_problem=warn)
         result = runner.run()
     except (UnknownComponent, TypeError, ValueError, FileNotFoundError, ImportError, OSError) as e:
         bar.stop()
-        _fail(str(e))
+        fail(str(e))
     except KeyboardInterrupt:
         bar.stop()
         err.print(f"interrupted: finished rows are kept in {cfg.out}; re-run the same command to resume")
         raise typer.Exit(130)
     bar.stop()
     store = Store.open_existing(cfg.out)
-    labels = {s.label for s in cfg.datasets}
+    labels = {s.label for s in runner.datasets}
     rows = [r for r in store.rows() if r["dataset"] in labels and r["target"] == runner.target_label]
     store.close()
     console.print(summary_table(rows, title=f"mmsafe scan: {runner.target_label}"))
@@ -172,18 +165,18 @@ def report(
     try:
         measured = load_judge_errors(source) if source else {}
     except ValueError as e:
-        _fail(str(e))
+        fail(str(e))
 
     if format not in ("table", "json"):
-        _fail(f"unknown format {format!r}; known: table, json")
+        fail(f"unknown format {format!r}; known: table, json")
     try:
         store = Store.open_existing(run_dir)
     except FileNotFoundError as e:
-        _fail(str(e))
+        fail(str(e))
     rows = list(store.rows())
     store.close()
     if not rows:
-        _fail(f"{run_dir}: no rows yet; run `mmsafe scan --out {run_dir}` to start (or resume) one")
+        fail(f"{run_dir}: no rows yet; run `mmsafe scan --out {run_dir}` to start (or resume) one")
     if format == "json":
         import json
 
@@ -215,11 +208,11 @@ def export(
     from mmsafe.runner.store import Store
 
     if format not in FORMATS:
-        _fail(f"unknown format {format!r}; known: {', '.join(FORMATS)}")
+        fail(f"unknown format {format!r}; known: {', '.join(FORMATS)}")
     try:
         store = Store.open_existing(run_dir)
     except FileNotFoundError as e:
-        _fail(str(e))
+        fail(str(e))
     try:
         if output is None:
             n = write_jsonl(store.rows(), sys.stdout)
@@ -246,7 +239,7 @@ def list_components(
 
     registries = dict(zip(KINDS, (datasets, attacks, defenses, targets, judges)))
     if kind is not None and kind not in registries:
-        _fail(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+        fail(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
     table = Table("kind", "name", "what it is")
     for k, reg in registries.items():
         if kind in (None, k):

@@ -1,5 +1,8 @@
-"""Datasets: each loader yields ``Sample`` objects; register with ``@datasets.register(name)``."""
+"""Datasets: each loader yields ``Sample`` objects; register with ``@datasets.register(name)``. Format detection of
+a bare path and the Hub downloads are re-exported here for the CLI and user code."""
 
-from mmsafe.datasets.base import Dataset, datasets
+from mmsafe.datasets._hub import HUB, HubUnavailable, download
+from mmsafe.datasets.base import Dataset, DatasetError, datasets
+from mmsafe.datasets.detect import detect, resolve
 
-__all__ = ["Dataset", "datasets"]
+__all__ = ["HUB", "Dataset", "DatasetError", "HubUnavailable", "datasets", "detect", "download", "resolve"]

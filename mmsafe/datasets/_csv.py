@@ -6,9 +6,7 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-
-class DatasetError(ValueError):
-    """The dataset as a whole cannot be read (missing file, missing column)."""
+from mmsafe.datasets.base import DatasetError
 
 
 def read_rows(path: Path, required: list[str], problems: list[str]) -> Iterator[tuple[int, dict[str, str]]]:

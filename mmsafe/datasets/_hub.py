@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mmsafe.datasets._csv import DatasetError
+from mmsafe.datasets.base import DatasetError
 
 TIMEOUT_S = 3.0
 

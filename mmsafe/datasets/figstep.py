@@ -22,6 +22,8 @@ class FigStepSafeBench(Dataset):
     attacks (``figstep``, ``figstep-pro``, ...) start from.
     """
 
+    needs_args = "the path of the dataset's file or folder (NAME:PATH)"
+
     name = "figstep"
 
     def __init__(self, path: str, images: str | bool = False) -> None:

@@ -5,7 +5,8 @@ import re
 import zipfile
 from pathlib import Path
 
-from mmsafe.datasets._csv import DatasetError, read_rows
+from mmsafe.datasets._csv import read_rows
+from mmsafe.datasets.base import DatasetError
 from mmsafe.datasets.base import Dataset, datasets
 from mmsafe.types import ImageRef, Sample
 
@@ -42,6 +43,8 @@ class FigStepPro(Dataset):
     ``path`` (or given as ``questions`` / ``sentences``) and supply the id, category and the sentence of the text
     prompt. Pieces are sent in ``k`` order.
     """
+
+    needs_args = "the path of the dataset's file or folder (NAME:PATH)"
 
     name = "figstep-pro"
 

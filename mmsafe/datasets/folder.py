@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmsafe.datasets._csv import DatasetError
-from mmsafe.datasets._files import IMAGE_SUFFIXES, read_json
+from mmsafe.datasets.base import DatasetError
+from mmsafe.datasets._files import read_json
+from mmsafe.images import IMAGE_SUFFIXES
 from mmsafe.datasets.base import Dataset, datasets
 from mmsafe.types import ImageRef, Sample
 
@@ -21,6 +22,8 @@ class Folder(Dataset):
     goes to ``metadata["answer"]`` for utility scoring. ``benign=True`` marks the set as requests a model should
     answer (utility and over-refusal count only benign rows).
     """
+
+    needs_args = "the path of the dataset's file or folder (NAME:PATH)"
 
     name = "folder"
 

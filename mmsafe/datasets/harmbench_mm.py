@@ -20,6 +20,8 @@ class HarmBenchMultimodal(Dataset):
     description, which HarmBench's classifier is given as context when it judges a multimodal behaviour.
     """
 
+    needs_args = "the path of the dataset's file or folder (NAME:PATH)"
+
     name = "harmbench-mm"
 
     def __init__(self, path: str, images: str | None = None) -> None:

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmsafe.datasets._csv import DatasetError, read_rows
+from mmsafe.datasets._csv import read_rows
+from mmsafe.datasets.base import DatasetError
 from mmsafe.datasets._files import image_at, parse_bool
 from mmsafe.datasets.base import Dataset, datasets
 from mmsafe.types import Sample
@@ -21,6 +22,8 @@ class JailbreakV28K(Dataset):
     (the plain harmful request) and the rest go to metadata. ``mini=True`` keeps the rows marked ``selected_mini``
     (the 280-row mini set).
     """
+
+    needs_args = "the path of the dataset's file or folder (NAME:PATH)"
 
     name = "jailbreakv"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mmsafe.datasets._csv import DatasetError
+from mmsafe.datasets.base import DatasetError
 from mmsafe.datasets.base import Dataset, datasets
 from mmsafe.types import ImageRef, Sample
 
@@ -15,6 +15,8 @@ class JsonlDataset(Dataset):
     Image paths are relative to the JSONL file. A line that is not valid JSON or has no prompt is reported with its
     line number and skipped; a missing image file is reported and the sample kept, so the row records the error.
     """
+
+    needs_args = "the path of the dataset's file or folder (NAME:PATH)"
 
     name = "jsonl"
 

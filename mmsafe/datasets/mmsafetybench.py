@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmsafe.datasets._csv import DatasetError
+from mmsafe.datasets.base import DatasetError
 from mmsafe.datasets._files import first_dir, image_at, read_json
 from mmsafe.datasets.base import Dataset, datasets
 from mmsafe.types import Sample
@@ -37,6 +37,8 @@ class MMSafetyBench(Dataset):
     when it is not in one of the usual places. The category is the scenario's file name as published, e.g.
     ``01-Illegal_Activitiy`` (spelling included): it is what papers report per scenario, and it sorts in their order.
     """
+
+    needs_args = "the path of the dataset's file or folder (NAME:PATH)"
 
     name = "mmsafetybench"
 

@@ -20,6 +20,8 @@ class Table(Dataset):
     skipped; a missing image is reported and the sample kept, so the row records the error.
     """
 
+    needs_args = "the path of the dataset's file or folder (NAME:PATH)"
+
     name = "table"
 
     def __init__(self, path: str) -> None:

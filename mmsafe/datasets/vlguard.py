@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmsafe.datasets._csv import DatasetError
+from mmsafe.datasets.base import DatasetError
 from mmsafe.datasets._files import image_at, read_json
 from mmsafe.datasets.base import Dataset, datasets
 from mmsafe.types import Sample
@@ -26,6 +26,8 @@ class VLGuard(Dataset):
     "safe" or "unsafe". ``images``: the image root the ``image`` paths are relative to, by default the folder named
     like the JSON beside it (``test/`` from ``test.zip``). ``split``: all, harmful or benign.
     """
+
+    needs_args = "the path of the dataset's file or folder (NAME:PATH)"
 
     name = "vlguard"
 

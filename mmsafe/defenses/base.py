@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from mmsafe.component import Loadable
 from mmsafe.registry import Registry
 from mmsafe.types import Response, Sample
 
 
-class Defense:
+class Defense(Loadable):
     """Sits between the attacked sample and the target.
 
     ``on_input`` may rewrite the sample or block it by returning a ``Response`` (the refusal the user would see);

@@ -5,12 +5,9 @@ torch and transformers are imported inside functions: importing a judge module m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any
 
-from mmsafe.models import generation_kwargs
-
-T = TypeVar("T")
+from mmsafe.models import Lease, cannot_load, generation_kwargs, shared_causal_lm
 
 
 def placement(dtype: str | None, device: str | None) -> tuple[str, str | None]:
@@ -22,13 +19,6 @@ def placement(dtype: str | None, device: str | None) -> tuple[str, str | None]:
     if dtype is None:
         dtype = "bfloat16" if device and device.startswith("cuda") else "float32"
     return dtype, device
-
-
-def load_failed(model: str, e: Exception) -> OSError:
-    return OSError(
-        f"cannot load judge model {model!r}: {e}\n"
-        "Offline? Pass a local folder saved with save_pretrained (model: /path/to/folder)."
-    )
 
 
 def decode_new(tok: Any, out: Any, prompt_len: int) -> list[str]:
@@ -47,26 +37,8 @@ def generate_text(lm: Any, tok: Any, texts: list[str], max_new_tokens: int, bos:
     return decode_new(tok, out, enc["input_ids"].shape[1])
 
 
-def batched(items: Sequence[T], size: int, run: Callable[[list[T]], list[str]]) -> list[str | Exception]:
-    """``run`` over batches of ``items``; a batch that fails is retried one by one, and an item that still fails
-    yields its exception (its row becomes 'unscored'), so one bad row never costs its batch-mates."""
-    out: list[str | Exception] = []
-    for start in range(0, len(items), max(1, size)):
-        chunk = list(items[start:start + size])
-        try:
-            out.extend(run(chunk))
-        except Exception:  # noqa: BLE001
-            for item in chunk:
-                try:
-                    out.extend(run([item]))
-                except Exception as e:  # noqa: BLE001
-                    out.append(e)
-    return out
-
-
-def load_text_lm(model: str, dtype: str | None, device: str | None) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` of a causal LM in eval mode, tokenizer padding on the left for batched generation."""
-    from mmsafe.models import load_causal_lm
-
+def load_text_lm(model: str, dtype: str | None, device: str | None) -> Lease[tuple[Any, Any]]:
+    """A lease on ``(model, tokenizer)`` of a causal LM from the shared cache, in eval mode, tokenizer padding on
+    the left for batched generation; ``release`` it in the judge's ``close``."""
     dtype, device = placement(dtype, device)
-    return load_causal_lm(model, dtype=dtype, device=device)
+    return shared_causal_lm(model, dtype=dtype, device=device)

@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from mmsafe.component import Loadable
 from mmsafe.registry import Registry
 from mmsafe.types import Attempt, Verdict
 
 
-class Judge:
+class Judge(Loadable):
     """Decides, for each attempt, whether the attack succeeded (``unsafe``) and whether the model refused.
 
     ``judge`` gets the original request, the sample the model received (images included) and the response of each

@@ -37,6 +37,8 @@ def vote(decisions: list[bool], rule: str) -> bool | None:
 class EnsembleJudge(Judge):
     """Several judges vote (majority, any or all) on unsafe and on refusal; members that could not judge abstain."""
 
+    needs_args = "its member judges (ensemble:keywords+classifier)"
+
     def __init__(self, judges: list[str | dict[str, Any]] | str, rule: str = "majority") -> None:
         """``judges``: member specs, e.g. ``[keywords, {name: llm, args: {rubric: harmbench}}]``, or on the command
         line ``ensemble:keywords+keywords:gcg`` (members joined by ``+``)."""

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmsafe.judges._hf import batched, generate_text, load_text_lm
+from mmsafe.batching import in_batches
+from mmsafe.judges._hf import generate_text, load_text_lm
+from mmsafe.models import Lease
 from mmsafe.judges._rubrics import parse_yes_no
 from mmsafe.judges.base import Judge, judges
 from mmsafe.judges.llm import excerpt
@@ -66,12 +68,19 @@ class HarmBenchClassifier(Judge):
         self.batch_size = batch_size
         self.dtype = dtype
         self.device = device
+        self._lease: Lease[tuple[Any, Any]] | None = None
         self._lm: Any = None
         self._tok: Any = None
 
     def load(self) -> None:
-        if self._lm is None:
-            self._lm, self._tok = load_text_lm(self.model_id, self.dtype, self.device)
+        if self._lease is None:
+            self._lease = load_text_lm(self.model_id, self.dtype, self.device)
+            self._lm, self._tok = self._lease.value
+
+    def close(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+        self._lease = self._lm = self._tok = None
 
     def clip(self, text: str) -> str:
         ids = self._tok.encode(text, add_special_tokens=False)
@@ -94,7 +103,7 @@ class HarmBenchClassifier(Judge):
         """The classifier's raw answer per row (an exception where that row could not be run)."""
         self.load()
         prompts = [self.prompt(a.request, a.response) for a in attempts]
-        return batched(prompts, self.batch_size,
+        return in_batches(prompts, self.batch_size,
                        lambda chunk: generate_text(self._lm, self._tok, chunk, self.max_new_tokens, bos=True))
 
     def judge(self, attempts: list[Attempt]) -> list[Verdict]:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mmsafe.judges._hf import (batched, decode_new, generate_text, load_failed, load_text_lm,
-                               placement)
+from mmsafe.batching import in_batches
+from mmsafe.judges._hf import decode_new, generate_text, load_text_lm, placement
 from mmsafe.judges.base import Judge, judges
 from mmsafe.judges.llm import excerpt
-from mmsafe.models import generation_kwargs, ready
+from mmsafe.models import MODEL_CACHE, Lease, cannot_load, generation_kwargs, ready
 from mmsafe.types import Attempt, Response, Sample, Verdict
 
 MODELS = {
@@ -83,40 +83,53 @@ class LlamaGuardJudge(Judge):
         self.dtype = dtype
         self.device = device
         self.kind: str | None = None  # config model_type: llama, mllama or llama4
+        self._lease: Lease[tuple[Any, ...]] | None = None
         self._model: Any = None
         self._tok: Any = None
         self._proc: Any = None
 
     def load(self) -> None:
-        if self._model is not None:
+        if self._lease is not None:
             return
-        import torch
-        from transformers import AutoConfig, AutoProcessor
+        from transformers import AutoConfig
 
         try:
             self.kind = AutoConfig.from_pretrained(self.model_id).model_type
         except (OSError, ValueError) as e:
-            raise load_failed(self.model_id, e) from e
+            raise cannot_load(self.model_id, e, what="judge model") from e
         if self.kind not in ("mllama", "llama4"):
-            self._model, self._tok = load_text_lm(self.model_id, self.dtype, self.device)
-            return
-        from transformers import AutoTokenizer, Llama4ForConditionalGeneration, MllamaForConditionalGeneration
+            self._lease = load_text_lm(self.model_id, self.dtype, self.device)
+        else:
+            dtype, device = placement(self.dtype, self.device)
+            self._lease = MODEL_CACHE.acquire(("guard-vision", self.model_id, dtype, device),
+                                         lambda: self._load_vision(dtype, device))
+        self._model, self._tok, self._proc = (*self._lease.value, None)[:3]
 
-        dtype, device = placement(self.dtype, self.device)
+    def close(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+        self._lease = self._model = self._tok = self._proc = None
+
+    def _load_vision(self, dtype: str, device: str | None) -> tuple[Any, Any, Any]:
+        import torch
+        from transformers import (AutoProcessor, AutoTokenizer, Llama4ForConditionalGeneration,
+                                  MllamaForConditionalGeneration)
+
         cls = MllamaForConditionalGeneration if self.kind == "mllama" else Llama4ForConditionalGeneration
+        proc = None
         try:
             model = cls.from_pretrained(self.model_id, dtype=getattr(torch, dtype))
             try:
-                self._proc = AutoProcessor.from_pretrained(self.model_id)
-                tok = self._proc.tokenizer
+                proc = AutoProcessor.from_pretrained(self.model_id)
+                tok = proc.tokenizer
             except (ImportError, OSError, ValueError):
                 if self.kind == "mllama":
                     raise
                 # Llama 4's image processor needs torchvision; without it the guard still judges text.
                 tok = AutoTokenizer.from_pretrained(self.model_id)
         except OSError as e:
-            raise load_failed(self.model_id, e) from e
-        self._model, self._tok = ready(model, tok, device)
+            raise cannot_load(self.model_id, e, what="judge model") from e
+        return (*ready(model, tok, device), proc)
 
     def _conversation(self, sample: Sample, response: Response, parts: bool, image: bool) -> list[dict[str, Any]]:
         if not parts:
@@ -192,10 +205,10 @@ class LlamaGuardJudge(Judge):
                     text_only.append((i, self.render(s, r)))
             except Exception as e:  # noqa: BLE001 - an unreadable image or odd template costs one row only
                 answers[i] = e
-        for (i, _), a in zip(text_only, batched([(p, None) for _, p in text_only], self.batch_size, self._generate)):
+        for (i, _), a in zip(text_only, in_batches([(p, None) for _, p in text_only], self.batch_size, self._generate)):
             answers[i] = a
         # One conversation per call when an image is attached: processors do not mix image and text-only rows.
-        for (i, _, _), a in zip(with_image, batched([(p, im) for _, p, im in with_image], 1, self._generate)):
+        for (i, _, _), a in zip(with_image, in_batches([(p, im) for _, p, im in with_image], 1, self._generate)):
             answers[i] = a
         return answers
 

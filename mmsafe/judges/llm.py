@@ -47,6 +47,7 @@ class LLMJudge(Judge):
         self.images = images
         self._target_spec = target
         self._target: Target | None = target if isinstance(target, Target) else None
+        self._owns_target = self._target is None  # a target passed in built is its owner's to close
 
     @property
     def target(self) -> Target:
@@ -55,6 +56,14 @@ class LLMJudge(Judge):
 
             self._target = targets.build(self._target_spec)  # type: ignore[arg-type]
         return self._target
+
+    def load(self) -> None:
+        self.target.load()  # through the model cache: the same model as the scan's target is not loaded again
+
+    def close(self) -> None:
+        if self._owns_target and self._target is not None:
+            self._target.close()
+            self._target = None
 
     def prompt(self, sample: Sample, response: Response) -> str:
         return self.template.format(request=sample.prompt, response=response.text[: self.max_response_chars])

@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 
 from mmsafe.attacks import Attack, attacks
+from mmsafe.batching import each_or_alone
 from mmsafe.config import ScanConfig
-from mmsafe.datasets import datasets
+from mmsafe.datasets import datasets, resolve
 from mmsafe.defenses import Defense, defenses
 from mmsafe.judges import Judge, judges
 from mmsafe.registry import ComponentSpec
@@ -85,12 +86,27 @@ class Scan:
         self.on_progress = on_progress or (lambda done, total: None)
         self.problems: list[str] = []
         self._on_problem = on_problem or (lambda msg: None)
-        self.target = target  # built lazily: a fully resumed scan never loads the model
+        self.target = target  # built when planning; building loads no model, so a resumed scan loads none
         self._owns_target = target is None
         self.target_label = identity_label(config.target)
-        self.judges: list[Judge] = [judges.build(s) for s in config.judges]
+        self.datasets = [resolve(s) for s in config.datasets]  # a bare path becomes LOADER:PATH
         self.attacks = [(identity_label(s), attacks.build(s)) for s in config.attacks]
         self.defenses = [(identity_label(s), defenses.build(s)) for s in config.defenses]
+        self.judges: list[Judge] = [judges.build(s) for s in config.judges or self.default_judges()]
+
+    def default_judges(self) -> list[ComponentSpec]:
+        """With no judges named: keywords, plus what each attack names as its own measure of success."""
+        names = ["keywords", *(j for _, a in self.attacks for j in a.default_judges())]
+        return [ComponentSpec.parse(n) for n in dict.fromkeys(names)]
+
+    def close(self) -> None:
+        """Close every component this scan built; models shared through the cache are dropped with their last
+        user."""
+        built = [a for _, a in self.attacks] + [d for _, d in self.defenses] + list(self.judges)
+        if self.target is not None and self._owns_target:
+            built.append(self.target)
+        for component in built:
+            component.close()
 
     def problem(self, msg: str) -> None:
         self.problems.append(msg)
@@ -98,9 +114,9 @@ class Scan:
 
     def _load_samples(self) -> list[tuple[str, Sample]]:
         out = []
-        for spec in self.config.datasets:
-            ds = datasets.build(spec)
-            samples = ds.load()
+        for spec in self.datasets:
+            with datasets.build(spec) as ds:
+                samples = ds.load()
             for p in ds.problems:
                 self.problem(p)
             out.extend((spec.label, s) for s in spread(samples, self.config.limit))
@@ -111,33 +127,63 @@ class Scan:
             self.target = targets.build(self.config.target)
         return self.target
 
+    def _runnable(self) -> list[tuple[str, Attack]]:
+        """The attacks that can work on the target; the others are skipped with a warning (an image attack on a
+        text-only model)."""
+        reads = set(self._get_target().modalities)
+        out = []
+        for label, attack in self.attacks:
+            missing = sorted(set(attack.modalities) - reads)
+            if missing:
+                self.problem(f"skipping attack {label} on target {self.target_label}: it needs {', '.join(missing)} "
+                             f"input, which the target does not read ({', '.join(sorted(reads))})")
+            else:
+                out.append((label, attack))
+        return out
+
+    def _loadable(self, work: list[_Work]) -> list[_Work]:
+        """``work`` without the rows of attacks that fail to load (a gradient attack bound to a target without
+        gradients): skipped with a warning naming attack and target, the rest of the scan runs."""
+        for label, attack in {w.attack_label: w.attack for w in work}.items():
+            try:
+                attack.load()
+            except Exception as e:  # noqa: BLE001 - one impossible pairing must not stop the others
+                self.problem(f"skipping attack {label}: {e}")
+                work = [w for w in work if w.attack_label != label]
+        return work
+
     def plan(self, store: Store) -> tuple[list[_Work], int]:
         done = store.done_keys(with_errors=not self.config.retry_errors)
         work, skipped = [], 0
         samples = self._load_samples()
+        runnable = self._runnable()
         # Attack-major order: consecutive rows share a prompt shape, which keeps batches evenly padded.
         for d_label, defense in self.defenses:
-            for a_label, attack in self.attacks:
+            for a_label, attack in runnable:
                 for ds_label, sample in samples:
                     if (ds_label, sample.id, a_label, d_label, self.target_label) in done:
                         skipped += 1
                     else:
                         work.append(_Work(ds_label, sample, a_label, attack, d_label, defense))
-        return work, skipped
+        return self._loadable(work), skipped
 
     def _verdicts(self, judge: Judge, attempts: list[Attempt], where: list[str]) -> list[Verdict]:
         """``judge`` on ``attempts``; when the batch fails, row by row, so a row the judge cannot handle gets a
         stored error verdict (named in a warning with ``where[i]``) and its batch-mates are judged."""
-        try:
-            out = judge.judge(attempts)
-            if len(out) != len(attempts):
-                raise RuntimeError(f"returned {len(out)} verdicts for {len(attempts)} rows")
+
+        def run(chunk: list[Attempt]) -> list[Verdict]:
+            out = judge.judge(chunk)
+            if len(out) != len(chunk):
+                raise RuntimeError(f"returned {len(out)} verdicts for {len(chunk)} rows")
             return out
-        except Exception as e:  # noqa: BLE001
-            if len(attempts) == 1:
-                self.problem(f"judge {judge.name} failed on {where[0]}: {type(e).__name__}: {e}")
-                return [judge.failed(f"{type(e).__name__}: {e}")]
-        return [v for i, a in enumerate(attempts) for v in self._verdicts(judge, [a], where[i:i + 1])]
+
+        verdicts = []
+        for w, v in zip(where, each_or_alone(attempts, run)):
+            if isinstance(v, Exception):
+                self.problem(f"judge {judge.name} failed on {w}: {type(v).__name__}: {v}")
+                v = judge.failed(f"{type(v).__name__}: {v}")
+            verdicts.append(v)
+        return verdicts
 
     def _judge(self, attempts: list[Attempt], where: list[str]) -> list[list[Verdict]]:
         """Verdicts per row from every judge."""
@@ -220,5 +266,4 @@ class Scan:
             raise
         finally:
             store.close()
-            if self.target is not None and self._owns_target:
-                self.target.close()
+            self.close()

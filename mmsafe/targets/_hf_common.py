@@ -1,82 +1,51 @@
-"""Shared machinery for the white-box Hugging Face VLM targets (LLaVA / LLaVA-NeXT, Qwen2-VL, Idefics3/SmolVLM,
-PaliGemma, Gemma 3, Llama 3.2 Vision).
+"""The white-box Hugging Face VLM targets' base (LLaVA / LLaVA-NeXT, Qwen2-VL, Idefics3/SmolVLM, PaliGemma, Gemma 3,
+Llama 3.2 Vision): loading through the shared model cache, the per-sample loss and batched generation.
 
 Each family file says only what differs: how its image becomes model inputs (in torch, so gradients reach the
-pixels), how many placeholder tokens an image takes in the text, and any extra per-token inputs. Loading, chat
-formatting, padding, label masking, the per-sample loss, prompt-embedding perturbations (for cross-prompt attacks)
-and batched generation live here.
-
-The image processors of these families are not used on the loss path: their default ("fast") versions need
-torchvision and all of them work in numpy, outside the graph. Each family re-implements its processor's resize,
-rescale, normalise and patchify in torch from the processor's own config values.
+pixels, with ``_pixels.py``), how many placeholder tokens an image takes in the text, and any extra per-token
+inputs. Chat formatting and label masking are in ``_hf_chat.py``; the prompt-embedding perturbations of
+cross-prompt attacks in ``_prompt_noise.py``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+from mmsafe.batching import each_or_alone
 from mmsafe.images import ImageError, load_image
-from mmsafe.models import decode_until_eos, generation_kwargs
-from mmsafe.targets.base import WhiteBoxTarget
+from mmsafe.models import MODEL_CACHE, Lease, cannot_load, decode_until_eos, generation_kwargs, ready
+from mmsafe.targets._hf_chat import ChatPrompts, load_chat_template, sequence_nll, takes_parts
+from mmsafe.targets._pixels import to_pixels
+from mmsafe.targets._prompt_noise import PromptNoise
+from mmsafe.targets.base import WhiteBoxTarget, generated
 from mmsafe.types import Response, Sample
 
 
-def resize(pixels: Any, size: tuple[int, int]) -> Any:
-    """Bicubic resize of (B,3,H,W) pixels in [0,1], differentiable; clamped as PIL's bicubic is (it writes uint8)."""
-    import torch.nn.functional as F
-
-    if tuple(pixels.shape[-2:]) == tuple(size):
-        return pixels
-    out = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False, antialias=True)
-    return out.clamp(0.0, 1.0)
-
-
-def normalise(pixels: Any, mean: Any, std: Any) -> Any:
-    """``(pixels - mean) / std`` per channel, the processors' ``do_normalize`` (after rescaling to [0,1])."""
+def load_vlm(src: str, dtype: str, device: str | None, needs_image_processor: bool) -> tuple[Any, Any, Any]:
+    """``(model, tokenizer, image processor or None)`` of an image-text-to-text checkpoint, frozen, in eval mode."""
     import torch
+    from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
-    m = torch.as_tensor(mean, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=pixels.dtype, device=pixels.device).view(1, -1, 1, 1)
-    return (pixels - m) / s
-
-
-def to_pixels(image: Any, size: tuple[int, int]) -> Any:
-    """A PIL image as a (3,H,W) float tensor in [0,1] at ``size`` = (height, width), resized by PIL (bicubic)."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
-    im = image.convert("RGB").resize((size[1], size[0]), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-
-
-def load_chat_template(src: str, tok: Any) -> str | None:
-    """The chat template: the tokenizer's, else the processor's (``chat_template.jinja`` or ``chat_template.json``)."""
-    if getattr(tok, "chat_template", None):
-        return tok.chat_template
-    from transformers.utils import cached_file
-
-    for name in ("chat_template.jinja", "chat_template.json"):
-        path = cached_file(src, name, _raise_exceptions_for_missing_entries=False)
-        if path:
-            text = open(path, encoding="utf-8").read()
-            return json.loads(text)["chat_template"] if name.endswith(".json") else text
-    return None
+    hf_logging.disable_progress_bar()
+    try:
+        tok = AutoTokenizer.from_pretrained(src)
+        # Without torchvision transformers falls back to the PIL processor; we only read its config values.
+        try:
+            image_processor = AutoImageProcessor.from_pretrained(src)
+        except (OSError, ValueError):
+            if needs_image_processor:
+                raise
+            image_processor = None
+        model = AutoModelForImageTextToText.from_pretrained(src, dtype=getattr(torch, dtype))
+    except OSError as e:
+        raise cannot_load(src, e) from e
+    model.requires_grad_(False)  # attacks need gradients for the pixels only
+    return (*ready(model, tok, device), image_processor)
 
 
-def sequence_nll(logits: Any, labels: Any) -> Any:
-    """Mean next-token NLL per sample over the positions where ``labels`` != -100; ``logits`` (B,T,V) are the
-    predictions for ``labels`` (B,T) already aligned (logit t predicts label t)."""
-    import torch.nn.functional as F
-
-    nll = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
-    mask = labels != -100
-    return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
-
-
-class HFVisionTarget(WhiteBoxTarget):
+class HFVisionTarget(ChatPrompts, PromptNoise, WhiteBoxTarget):
     """Base of the white-box Hugging Face VLM targets; a family subclass fills in the hooks below."""
 
     model_types: tuple[str, ...] = ()
@@ -84,10 +53,9 @@ class HFVisionTarget(WhiteBoxTarget):
     hub: bool = True
     # Families that can run on the CLIP defaults when a checkpoint has no image processor config (LLaVA).
     needs_image_processor: bool = True
-    # What the chat template writes for one image; ``image_text`` replaces it with the model's full image span.
-    image_marker: str = "<image>"
-    # Chat templates differ on whether a system message's content may be a list of parts (Llama 3.2's may not).
-    system_as_text: bool = False
+    needs_args = "a Hugging Face model id or folder of this family (or use hf:<id>, which picks the family)"
+    # False for a user that changes the weights (training): it loads a private copy, never the shared one.
+    shared: bool = True
 
     def __init__(
         self,
@@ -110,6 +78,7 @@ class HFVisionTarget(WhiteBoxTarget):
         self.temperature = temperature
         self.system_prompt = system_prompt
         self.seed = seed
+        self._lease: Lease[tuple[Any, Any, Any]] | None = None
         self._model: Any = None
         self.config: Any = None
         self.tok: Any = None
@@ -124,10 +93,6 @@ class HFVisionTarget(WhiteBoxTarget):
     @property
     def fixed_image_size(self) -> tuple[int, int]:
         """(height, width) the loss path feeds the model."""
-        raise NotImplementedError
-
-    def image_text(self) -> str:
-        """The text that stands for one image in the prompt, placeholders expanded as the processor would."""
         raise NotImplementedError
 
     def vision_inputs(self, pixels: Any) -> dict[str, Any]:
@@ -149,96 +114,36 @@ class HFVisionTarget(WhiteBoxTarget):
         attacks start. A plain bicubic resize unless the family crops or pads first."""
         return to_pixels(image, self.image_size)
 
-    def prompt_encoding(self, text: str, offsets: bool = False) -> tuple[list[int], list[tuple[int, int]]]:
-        """Token ids of a prompt text (special tokens as the chat template wrote them) and, with ``offsets``, each
-        token's character span in ``text`` (fast tokenizers only; empty otherwise)."""
-        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=offsets)
-        return enc["input_ids"], [tuple(o) for o in enc.get("offset_mapping", [])]
-
-    def prompt_text(self, prompt: str, has_image: bool) -> str:
-        """The text before the answer: chat template with the generation prompt, image span expanded."""
-        if not self.chat_template:
-            raise ValueError(f"{self.model_id}: no chat template in the tokenizer or processor files")
-        content: Any = [{"type": "image"}] if has_image else []
-        content.append({"type": "text", "text": prompt})
-        if not self.template_takes_parts:
-            content = f"{self.image_marker}\n{prompt}" if has_image else prompt
-        messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-        if self.system_prompt is not None:
-            plain = self.system_as_text or not self.template_takes_parts
-            sys_content: Any = self.system_prompt if plain else [{"type": "text", "text": self.system_prompt}]
-            messages.insert(0, {"role": "system", "content": sys_content})
-        text = self.tok.apply_chat_template(
-            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
-        )
-        if has_image:
-            if text.count(self.image_marker) != 1:
-                raise ValueError(
-                    f"{self.model_id}: the chat template wrote {text.count(self.image_marker)} image markers "
-                    f"{self.image_marker!r} for one image"
-                )
-            text = text.replace(self.image_marker, self.image_text())
-        return text
-
-    # ---- loading ------------------------------------------------------------------------------------------------
+    # ---- lifecycle ----------------------------------------------------------------------------------------------
 
     def source(self) -> str:
         """What ``from_pretrained`` loads; a target that builds its own checkpoint returns its folder."""
         return self.model_id
 
     def load(self) -> None:
-        if self._model is not None:
+        if self._lease is not None:
             return
-        import torch
-        from transformers import AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
         src = self.source()
-        try:
-            tok = AutoTokenizer.from_pretrained(src)
-            # Without torchvision transformers falls back to the PIL processor; we only read its config values.
-            try:
-                image_processor = AutoImageProcessor.from_pretrained(src)
-            except (OSError, ValueError):
-                if self.needs_image_processor:
-                    raise
-                image_processor = None
-            model = AutoModelForImageTextToText.from_pretrained(src, dtype=getattr(torch, self.dtype))
-        except OSError as e:
-            raise OSError(
-                f"cannot load model {self.model_id!r}: {e}\nOffline? Use a folder saved with save_pretrained."
-            ) from e
+        key = ("vlm", src, self.dtype, self.device)
+        load = lambda: load_vlm(src, self.dtype, self.device, self.needs_image_processor)  # noqa: E731
+        lease = MODEL_CACHE.acquire(key, load) if self.shared else Lease(None, key, load())
+        model, tok, image_processor = lease.value
         if model.config.model_type not in self.model_types:
+            lease.release()
             raise ValueError(
                 f"{self.model_id}: model_type {model.config.model_type!r} is not served by {type(self).__name__} "
                 f"(serves {', '.join(self.model_types)})"
             )
-        if self.device:
-            model.to(self.device)
-        model.eval()
-        model.requires_grad_(False)  # attacks need gradients for the pixels only
-        tok.padding_side = "left"
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        self._model, self.tok, self.image_processor = model, tok, image_processor
+        self._lease, self._model, self.tok, self.image_processor = lease, model, tok, image_processor
         self.config = model.config
         self.chat_template = load_chat_template(src, tok)
-        self.template_takes_parts = self._takes_parts()
+        self.template_takes_parts = takes_parts(tok, self.chat_template)
         self.setup()
 
-    def _takes_parts(self) -> bool:
-        """Whether the chat template renders message content given as a list of parts (multimodal templates) or
-        only a plain string (a text LM's template, as in tiny-llava): a string template prints the list or fails
-        on it."""
-        if not self.chat_template:
-            return True
-        probe = [{"role": "user", "content": [{"type": "text", "text": "probe"}]}]
-        try:
-            text = self.tok.apply_chat_template(probe, chat_template=self.chat_template, tokenize=False)
-        except Exception:  # noqa: BLE001 - jinja raises whatever the template's string operations raise
-            return False
-        return "'type'" not in text
+    def close(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+        self._lease = self._model = self.tok = self.image_processor = None
 
     @property
     def model(self) -> Any:
@@ -250,75 +155,7 @@ class HFVisionTarget(WhiteBoxTarget):
         self.load()
         return self.fixed_image_size
 
-    def close(self) -> None:
-        self._model = self.tok = self.image_processor = None
-
-    # ---- prompt-embedding perturbations -------------------------------------------------------------------------
-
-    def prompt_positions(self, text: str, prompt: str) -> list[int]:
-        """Indices in ``prompt_encoding(text)`` of the tokens that overlap the user's ``prompt`` (its last
-        occurrence in ``text``, which follows any system prompt)."""
-        start = text.rfind(prompt) if prompt else -1
-        if start < 0:
-            raise ValueError(f"{self.model_id}: the prompt {prompt[:40]!r} is not in the chat text")
-        end = start + len(prompt)
-        try:
-            _, offsets = self.prompt_encoding(text, offsets=True)
-        except NotImplementedError as e:  # slow (Python) tokenizers have no offsets
-            raise ValueError(f"{self.model_id}: prompt perturbations need a fast tokenizer ({e})") from e
-        return [i for i, (a, b) in enumerate(offsets) if a < end and b > start and b > a]
-
-    def prompt_noise_shape(self, prompt: str) -> tuple[int, int]:
-        """(tokens, hidden size) of the perturbation ``loss`` accepts for ``prompt`` (with an image)."""
-        text = self.prompt_text(prompt, True)
-        return len(self.prompt_positions(text, prompt)), self.model.get_input_embeddings().embedding_dim
-
-    def embedding_std(self) -> float:
-        """Spread of the token embeddings the model sees (after any scaling inside the embedding layer): the unit
-        of prompt-perturbation budgets."""
-        import torch
-
-        emb = self.model.get_input_embeddings()
-        with torch.no_grad():
-            ids = torch.arange(min(emb.num_embeddings, 4096), device=self.model.device)
-            return float(emb(ids).float().std())
-
-    def _add_to_embeddings(self, add: Any) -> Any:
-        """A handle for a forward hook that adds ``add`` (B, T, D) to the token embeddings, once per forward."""
-        calls = {"n": 0}
-
-        def hook(module: Any, args: Any, out: Any) -> Any:
-            if calls["n"] or tuple(out.shape) != tuple(add.shape):
-                return out
-            calls["n"] += 1
-            return out + add.to(out.dtype)
-
-        return self.model.get_input_embeddings().register_forward_hook(hook)
-
-    # ---- batching -----------------------------------------------------------------------------------------------
-
-    def token_ids(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
-    def encode(self, texts: list[str], answers: list[str] | None = None) -> tuple[Any, Any, Any]:
-        """Left-padded ``input_ids``, ``attention_mask`` and ``labels`` (the answer tokens only; -100 elsewhere).
-        Prompt and answer are tokenized apart so the labels cover exactly the answer's tokens."""
-        import torch
-
-        rows, labels = [], []
-        for i, text in enumerate(texts):
-            ids = self.prompt_encoding(text)[0]
-            ans = self.token_ids(answers[i]) if answers is not None else []
-            if answers is not None and not ans:
-                raise ValueError(f"target {i} is empty: nothing to score")
-            rows.append(ids + ans)
-            labels.append([-100] * len(ids) + ans)
-        width = max(len(r) for r in rows)
-        pad = self.tok.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        lab = torch.tensor([[-100] * (width - len(r)) + r for r in labels])
-        return input_ids, mask, lab
+    # ---- loss ---------------------------------------------------------------------------------------------------
 
     def loss(self, pixels: Any, prompts: list[str], targets: list[str], prompt_noise: list[Any] | None = None) -> Any:
         """Mean NLL of ``targets[i]`` as the answer to ``prompts[i]`` with image ``pixels[i]``; (B,) tensor.
@@ -336,12 +173,9 @@ class HFVisionTarget(WhiteBoxTarget):
         input_ids, mask, labels = self.encode(texts, targets)
         dev = model.device
         input_ids, mask, labels = input_ids.to(dev), mask.to(dev), labels.to(dev)
-        hook = None
-        if prompt_noise is not None and any(n is not None for n in prompt_noise):
-            hook = self._add_to_embeddings(self._noise_tensor(texts, prompts, prompt_noise, input_ids, mask))
         # Left padding puts every answer at the end: only the last (longest answer + 1) logits are needed.
         keep = int((labels != -100).sum(1).max()) + 1
-        try:
+        with self.prompt_noise_added(texts, prompts, prompt_noise, input_ids, mask):
             out = model(
                 attention_mask=mask,
                 **self.model_inputs(input_ids, pixels.to(dev, model.dtype)),
@@ -349,28 +183,7 @@ class HFVisionTarget(WhiteBoxTarget):
                 use_cache=False,
                 logits_to_keep=keep,
             )
-        finally:
-            if hook is not None:
-                hook.remove()
         return sequence_nll(out.logits[:, :-1], labels[:, -(keep - 1):])
-
-    def _noise_tensor(self, texts: list[str], prompts: list[str], noise: list[Any], input_ids: Any, mask: Any) -> Any:
-        """(B, T, D) zeros with ``noise[i]`` at row i's prompt tokens (left padding shifts them by the pad)."""
-        import torch
-
-        dim = self.model.get_input_embeddings().embedding_dim
-        add = torch.zeros((*input_ids.shape, dim), device=input_ids.device)
-        for i, (text, prompt, n) in enumerate(zip(texts, prompts, noise)):
-            if n is None:
-                continue
-            pad = int((mask[i] == 0).sum())
-            pos = [pad + p for p in self.prompt_positions(text, prompt)]
-            if tuple(n.shape) != (len(pos), dim):
-                raise ValueError(f"prompt_noise[{i}] is {tuple(n.shape)}; prompt {prompt[:40]!r} takes "
-                                 f"{(len(pos), dim)} (prompt_noise_shape)")
-            rows = torch.full((len(pos),), i, device=add.device)
-            add = add.index_put((rows, torch.tensor(pos, device=add.device)), n.to(add.device, add.dtype))
-        return add
 
     # ---- generation ---------------------------------------------------------------------------------------------
 
@@ -388,8 +201,7 @@ class HFVisionTarget(WhiteBoxTarget):
             # with inputs_embeds too, the ids make generate return the prompt first, as it does without
             inputs.setdefault("input_ids", input_ids)
             out = model.generate(attention_mask=mask, **inputs, **kwargs)
-        decoded = decode_until_eos(model, self.tok, out[:, input_ids.shape[1]:].tolist())
-        return [(text, int(sum(m)), n) for (text, n), m in zip(decoded, mask.tolist())]
+        return decode_until_eos(model, self.tok, out[:, input_ids.shape[1]:].tolist(), mask.tolist())
 
     def generate(self, samples: list[Sample]) -> list[Response]:
         """One image per sample (resized to ``image_size``, as the loss path sees it) or none; text-only samples
@@ -419,23 +231,9 @@ class HFVisionTarget(WhiteBoxTarget):
                 return self._generate_batch([g[1] for g in items], px)
 
             t0 = time.perf_counter()
-            try:
-                outs: list[tuple[str, int, int] | Exception] = list(run(group))
-            except Exception:  # noqa: BLE001 - one bad sample must not fail its batch-mates: retry one by one
-                outs = []
-                for g in group:
-                    try:
-                        outs.extend(run([g]))
-                    except Exception as e:  # noqa: BLE001
-                        outs.append(e)
+            outs = each_or_alone(group, run)
             share = (time.perf_counter() - t0) / len(group)
             for (i, _, _), out in zip(group, outs):
-                if isinstance(out, Exception):
-                    responses[i] = Response(error=f"generation failed: {type(out).__name__}: {out}")
-                    continue
-                text, n_in, n_out = out
-                responses[i] = Response(
-                    text=text, latency_s=share, prompt_tokens=n_in, completion_tokens=n_out,
-                    details={"batch": len(group), "image_size": list(self.image_size) if has_image else None},
-                )
+                responses[i] = generated(out, share, {"batch": len(group),
+                                                      "image_size": list(self.image_size) if has_image else None})
         return [r if r is not None else Response(error="no response") for r in responses]

@@ -10,6 +10,8 @@ class HF(Target):
     """Any supported Hugging Face VLM by hub id or folder (``hf:llava-hf/llava-1.5-7b-hf``): reads the checkpoint's
     ``model_type`` and builds the family target that declares it (hf-llava, ...), with the same arguments."""
 
+    needs_args = "a Hugging Face model id or folder (hf:ID)"
+
     def __new__(cls, model: str, **kwargs: Any) -> Target:  # type: ignore[misc]
         from transformers import AutoConfig
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmsafe.targets._hf_common import HFVisionTarget, normalise
+from mmsafe.targets._hf_common import HFVisionTarget
+from mmsafe.targets._pixels import normalise
 from mmsafe.targets.base import targets
 
 # OpenAI CLIP's normalisation constants (Radford et al. 2021; the CLIPImageProcessor defaults), used when the

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmsafe.targets._hf_common import HFVisionTarget, normalise, resize
+from mmsafe.targets._hf_common import HFVisionTarget
+from mmsafe.targets._pixels import normalise, resize
 from mmsafe.targets.base import targets
 
 

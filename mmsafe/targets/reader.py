@@ -3,10 +3,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from mmsafe.batching import each_or_alone
 from mmsafe.images import ImageError, load_image
-from mmsafe.models import EMBEDDED, decode_until_eos, generation_kwargs
+from mmsafe.models import EMBEDDED, Lease, decode_until_eos, generation_kwargs, shared_causal_lm
 from mmsafe.ocr import OCR
-from mmsafe.targets.base import Target, targets
+from mmsafe.targets.base import Target, generated, targets
 from mmsafe.types import Response, Sample
 
 
@@ -48,14 +49,14 @@ class Reader(Target):
         self.system_prompt = system_prompt
         self.device = device
         self.ocr = OCR(ocr)
+        self._lease: Lease[tuple[Any, Any]] | None = None
         self._lm: Any = None
         self._tok: Any = None
 
     def load(self) -> None:
-        if self._lm is None:
-            from mmsafe.models import load_causal_lm
-
-            self._lm, self._tok = load_causal_lm(self.model_id, device=self.device)
+        if self._lease is None:
+            self._lease = shared_causal_lm(self.model_id, device=self.device)
+            self._lm, self._tok = self._lease.value
 
     def chat_text(self, content: str) -> str:
         messages = [{"role": "user", "content": content}]
@@ -74,8 +75,8 @@ class Reader(Target):
         kwargs = generation_kwargs(self._tok, self.max_new_tokens, self.temperature, self.seed)
         with torch.inference_mode():
             out = self._lm.generate(**enc, **kwargs)
-        decoded = decode_until_eos(self._lm, self._tok, out[:, enc["input_ids"].shape[1]:].tolist())
-        return [(text, int(sum(mask)), n) for (text, n), mask in zip(decoded, enc["attention_mask"].tolist())]
+        return decode_until_eos(self._lm, self._tok, out[:, enc["input_ids"].shape[1]:].tolist(),
+                                enc["attention_mask"].tolist())
 
     def generate(self, samples: list[Sample]) -> list[Response]:
         self.load()
@@ -91,29 +92,14 @@ class Reader(Target):
             pending.append((i, self.chat_text(compose(s.prompt, read)), time.perf_counter() - t0, read))
         if pending:
             t0 = time.perf_counter()
-            try:
-                outs: list[tuple[str, int, int] | Exception] = list(self._generate_texts([p[1] for p in pending]))
-            except Exception:  # noqa: BLE001 - one bad sample must not fail its batch-mates: retry one by one
-                outs = []
-                for p in pending:
-                    try:
-                        outs.extend(self._generate_texts([p[1]]))
-                    except Exception as e:  # noqa: BLE001
-                        outs.append(e)
+            outs = each_or_alone([p[1] for p in pending], self._generate_texts)
             share = (time.perf_counter() - t0) / len(pending)
             for (i, _, ocr_s, read), out in zip(pending, outs):
-                if isinstance(out, Exception):
-                    responses[i] = Response(error=f"generation failed: {type(out).__name__}: {out}")
-                    continue
-                text, n_in, n_out = out
-                responses[i] = Response(
-                    text=text,
-                    latency_s=ocr_s + share,
-                    prompt_tokens=n_in,
-                    completion_tokens=n_out,
-                    details={"ocr": read, "ocr_s": round(ocr_s, 4), "batch": len(pending)},
-                )
+                responses[i] = generated(out, ocr_s + share, {"ocr": read, "ocr_s": round(ocr_s, 4),
+                                                               "batch": len(pending)})
         return [r if r is not None else Response(error="no response") for r in responses]
 
     def close(self) -> None:
-        self._lm = self._tok = None
+        if self._lease is not None:
+            self._lease.release()
+        self._lease = self._lm = self._tok = None

@@ -3,7 +3,7 @@
 The vision side is untrained, so the model cannot describe images; what it offers is the real architecture (vision
 tower -> projector -> image tokens in a real chat LM) for testing white-box attacks and the scan end to end with no
 download. Built once from the embedded SmolLM2 and cached under ``mmsafe.models.cache_dir()/models``.
-``python -m mmsafe.targets.train_tiny_llava --out DIR`` trains its vision side on drawn pictures (``hf:DIR``).
+``python -m mmsafe.train.tiny_llava --out DIR`` trains its vision side on drawn pictures (``hf:DIR``).
 """
 
 from __future__ import annotations
@@ -54,6 +54,8 @@ def build_tiny_llava(target: Path) -> Path:
 class TinyLlava(HFLlava):
     """Offline white-box VLM: LLaVA architecture with the real SmolLM2-135M-Instruct as its language model and a
     small random CLIP vision tower (224 px, seed 0). For testing gradient attacks without a download."""
+
+    needs_args = None  # the checkpoint is built here
 
     hub = False  # never picked by ``hf:``: it is not a hub checkpoint
 

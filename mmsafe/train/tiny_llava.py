@@ -1,6 +1,6 @@
 """Give a LLaVA-architecture model (by default the offline ``tiny-llava``) visual grounding on synthetic pictures.
 
-    python -m mmsafe.targets.train_tiny_llava --out DIR [--model tiny-llava] [--steps 300] [--batch 8]
+    python -m mmsafe.train.tiny_llava --out DIR [--model tiny-llava] [--steps 300] [--batch 8]
 
 Pictures are drawn here: a background of one colour and a shape (circle, square or triangle) of another. Questions
 ask for the background colour, the shape, or the shape's colour, with one-word or short answers. The language
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     if not isinstance(target, HFLlava):
         raise SystemExit(f"{a.model}: not a LLaVA target; this script trains LLaVA's vision tower and projector")
     target.max_new_tokens = 12  # the answers checked are a few words
+    target.shared = False  # training changes the weights: a private copy, not the one other components share
     target.load()
     held_out = [picture(random.Random(f"eval-{a.seed}-{i}"), target.image_size[0]) for i in range(a.eval)]
     print("before:", {k: f"{v:.0%}" for k, v in evaluate(target, held_out).items()})

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmsafe.datasets._csv import DatasetError, read_rows
-from mmsafe.datasets.base import Dataset, datasets
+from mmsafe.datasets._csv import read_rows
+from mmsafe.datasets.base import Dataset, DatasetError, datasets
 from mmsafe.types import Sample
 
 FILE = "xstest_prompts.csv"
@@ -25,6 +25,7 @@ class XSTest(Dataset):
     """
 
     name = "xstest"
+    needs_args = "the path of the dataset's file or folder (NAME:PATH)"
 
     def __init__(self, path: str, split: str = "all") -> None:
         super().__init__()

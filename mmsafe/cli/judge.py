@@ -172,6 +172,7 @@ def eval_(
     labels: Annotated[Optional[Path], typer.Option("--labels", "-l", help="JSONL with 'prompt', 'response' and boolean 'refusal' and/or 'unsafe'. \\[default: mmsafe's packaged labels, test split]")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Only rows whose 'split' field has this value. \\[default: test for the packaged labels, all rows otherwise]")] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="Also report each value of this field separately, e.g. source or kind.")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="Only rows whose 'source' field starts with this, e.g. xstest or xstest:gpt4.")] = None,
 ) -> None:
     """Score a judge against labelled responses: per task (refusal, unsafe), accuracy, precision, recall, F1 and
     Cohen's kappa with bootstrap 95% CIs, and the confusion matrix."""
@@ -183,12 +184,15 @@ def eval_(
     items = _load(labels, need_labels=True)
     if split is not None:
         items = [it for it in items if it.record.get("split") == split]
+    if source is not None:
+        items = [it for it in items if str(it.record.get("source", "")).startswith(source)]
     if not items:
-        _fail(f"{labels}: no labelled rows" + (f" in split {split!r}" if split else ""))
+        _fail(f"{labels}: no labelled rows" + (f" in split {split!r}" if split else "")
+              + (f" from source {source!r}" if source else ""))
     j = _build(judge)
     verdicts = _judge_all(j, items)
     console.print(f"{j.name} (version {j.version}) on {labels}" + (f", split {split}" if split else "")
-                  + f": {len(items)} rows", highlight=False)
+                  + (f", source {source}*" if source else "") + f": {len(items)} rows", highlight=False)
     groups: dict[str, list[int]] = {"": list(range(len(items)))}
     if by is not None:
         for i, it in enumerate(items):

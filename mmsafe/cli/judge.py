@@ -157,6 +157,7 @@ def eval_(
     by: Annotated[Optional[str], typer.Option("--by", help="Also report each value of this field separately, e.g. source or kind.")] = None,
     where: Annotated[Optional[list[str]], typer.Option("--where", help="Only rows whose FIELD has VALUE (FIELD=VALUE; repeatable; true/false/numbers as JSON).")] = None,
     save_errors: Annotated[Optional[Path], typer.Option("--save-errors", help="Write the judge's unsafe-decision confusion counts on these rows to this JSON file, for mmsafe report --judge-errors (ASR corrected for judge error). Measure on harmful requests only (e.g. --where benign=false), the rows ASR counts.")] = None,
+    source: Annotated[Optional[str], typer.Option("--source", help="Only rows whose 'source' field starts with this, e.g. xstest or xstest:gpt4.")] = None,
 ) -> None:
     """Score a judge against labelled responses: per task (refusal, unsafe), accuracy, precision, recall, F1 and
     Cohen's kappa with bootstrap 95% CIs, and the confusion matrix."""
@@ -178,12 +179,15 @@ def eval_(
         except json.JSONDecodeError:
             value = raw
         items = [it for it in items if it.record.get(key) == value]
+    if source is not None:
+        items = [it for it in items if str(it.record.get("source", "")).startswith(source)]
     if not items:
-        fail(f"{labels}: no labelled rows" + (f" in split {split!r}" if split else ""))
+        fail(f"{labels}: no labelled rows" + (f" in split {split!r}" if split else "")
+             + (f" from source {source!r}" if source else ""))
     j = _build(judge)
     verdicts = _judge_all(j, items)
     console.print(f"{j.name} (version {j.version}) on {labels}" + (f", split {split}" if split else "")
-                  + f": {len(items)} rows", highlight=False)
+                  + (f", source {source}*" if source else "") + f": {len(items)} rows", highlight=False)
     groups: dict[str, list[int]] = {"": list(range(len(items)))}
     if by is not None:
         for i, it in enumerate(items):

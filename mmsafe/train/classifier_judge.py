@@ -78,7 +78,7 @@ def xstest_rows(root: Path) -> list[dict[str, Any]]:
                     "id": f"xstest-{model}-{r['id']}", "prompt": r["prompt"], "response": r["completion"].strip(),
                     "refusal": refusal, "unsafe": unsafe, "kind": kind, "category": r["type"],
                     "split": "test" if held_out(f"xstest-{r['id']}") else "train", "source": f"xstest:{model}",
-                    "xstest_label": label,
+                    "xstest_label": label, "harmful_request": unsafe_prompt,
                 })
     return rows
 
@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         if r["source"].startswith("smollm2"):
             r["split"] = smollm2_split(r)
+            # what ASR counts: answers to harmful requests (``mmsafe judge eval --where harmful_request=true``)
+            r["harmful_request"] = r["id"].startswith("smollm2-h-")
     a.labels.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     x = features([r["prompt"] for r in rows], [r["response"] for r in rows])
     real = [i for i, r in enumerate(rows) if is_real(r)]

@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import re
+
 from mmsafe.defenses._request_screen import RequestScreen
 from mmsafe.defenses.base import Decision, Defense, defenses
 from mmsafe.images import load_image
 from mmsafe.ocr import OCR
 from mmsafe.types import Sample
+
+_MARKER_LINE = re.compile(r"\s*\d{1,2}[.)]?\s*")
+
+
+def request_text(read: str) -> str:
+    """OCR lines as one line, empty list items ("1.", "2.") dropped: they carry no request."""
+    return " ".join(line.strip() for line in read.splitlines() if not _MARKER_LINE.fullmatch(line))
 
 
 @defenses.register("ocr-filter")
@@ -16,12 +25,14 @@ class OCRFilter(Defense):
     with ``mmsafe.ocr`` and scores the prompt and every image text on their own (a FigStep prompt is an innocent
     carrier; the request is in the image) with a request-harm screen (``_request_screen.py``: logistic regression
     on MiniLM embeddings of mmsafe's labelled requests; the packaged judges judge responses, not requests). A
-    request whose highest P(harmful) passes ``threshold`` gets a refusal; the model never sees it.
+    request whose highest P(harmful) passes ``threshold`` gets a refusal; the model never sees it. The default
+    0.7 is above the 0.64 that FigStep's carrier prompt alone scores, so an image's text, not the attack's wording,
+    decides (the screen's measured rates are in its module).
     """
 
     stages = ("input",)
 
-    def __init__(self, threshold: float = 0.5, ocr: str = "rapidocr") -> None:
+    def __init__(self, threshold: float = 0.7, ocr: str = "rapidocr") -> None:
         if not 0 < threshold < 1:
             raise ValueError(f"threshold must be in (0, 1), got {threshold}")
         self.threshold = threshold
@@ -29,7 +40,8 @@ class OCRFilter(Defense):
         self.screen_model = RequestScreen(threshold)
 
     def screen(self, samples: list[Sample]) -> list[Decision]:
-        texts = [[s.prompt] + [t for t in (self.ocr(load_image(im)) for im in s.images) if t] for s in samples]
+        texts = [[s.prompt] + [t for t in (request_text(self.ocr(load_image(im))) for im in s.images) if t]
+                 for s in samples]
         flat = self.screen_model.probabilities([t for ts in texts for t in ts])
         out, at = [], 0
         for s, ts in zip(samples, texts):

@@ -181,12 +181,17 @@ def test_protector_rewrites_harmful_answers_and_passes_benign_ones(reader):
     answers = reader.generate(samples)  # real answers of the embedded model
     decisions = protector.review(samples, answers)
     detector = protector.detector
-    flagged = [(s, a, d) for s, a, d in zip(samples, answers, decisions) if d.action == "rewrite"]
+    flagged = [(s, a, d) for s, a, d in zip(samples, answers, decisions) if d.action != "pass"]
     assert flagged, "the detector flagged none of the model's answers to harmful requests"
     for s, a, d in flagged:
-        assert d.value.text != a.text and d.value.text.startswith(protector.prefix) and d.details["original"]
+        assert d.value.text != a.text and d.details["original"] == a.text[:300]
+        # A flagged answer goes out detoxified (if the detector passes the rewrite) or as a refusal, never as it was.
         [v] = detector.judge([Attempt.of(s, d.value)])
-        assert not v.unsafe, d.value.text  # the rewrite passes the detector that flagged the original
+        assert not v.unsafe, d.value.text
+        if d.action == "rewrite":
+            assert d.value.text.startswith(protector.prefix)
+        else:
+            assert d.action == "block" and d.details["rewrite"].startswith(protector.prefix)
     assert decisions[-1].action == "pass" and decisions[-1].value is answers[-1]
 
 

@@ -24,14 +24,16 @@ class Protector(Defense):
     Hugging Face id or folder) given the request and the harmful answer, into a safe, still helpful one. The paper
     fine-tunes both; here the detector is mmsafe's trained judge and the detoxifier is an instruct model prompted to
     rewrite, its answer started with ``prefix`` (a decline opener, so an untrained small model cannot simply
-    repeat the harm). Benign answers pass unchanged. The request shown to both is the prompt plus the image text
+    repeat the harm). The detector re-checks each rewrite; one still unsafe is replaced by a plain refusal (action
+    ``block``), so a flagged answer never goes out as it was. Benign answers pass unchanged. The request shown to both is the prompt plus the image text
     the target read, when the target reports it (the reader does).
     """
 
     stages = ("output",)
 
     def __init__(self, detector: str | dict[str, Any] = "classifier", model: str = EMBEDDED,
-                 max_new_tokens: int = 64, prefix: str = "I can't help with that, but") -> None:
+                 max_new_tokens: int = 64,
+                 prefix: str = "I can't help with that, because it could cause harm. Instead,") -> None:
         self.detector_spec = detector
         self.model_id = model
         self.max_new_tokens = max_new_tokens
@@ -83,12 +85,19 @@ class Protector(Defense):
         flagged = [i for i, v in enumerate(verdicts) if v.unsafe]
         rewritten = dict(zip(flagged, self.detoxify([requests[i] for i in flagged],
                                                     [responses[i].text for i in flagged])))
+        # The detector checks each rewrite too: a small detoxifier can carry the harm over, and then only a refusal
+        # is safe.
+        recheck = dict(zip(flagged, self.detector.judge([Attempt.of(samples[i].with_(prompt=requests[i]),
+                                                                    Response(text=rewritten[i])) for i in flagged])))
         out: list[Response | Decision] = []
         for i, (r, v) in enumerate(zip(responses, verdicts)):
             details = {"detector": v.judge, "score": v.score, "label": v.label}
-            if i in rewritten:
-                out.append(Decision(Response(text=rewritten[i]), "rewrite", f"detector {v.judge}: unsafe; detoxified",
-                                    {**details, "original": r.text[:300]}))
-            else:
+            if i not in rewritten:
                 out.append(Decision(r, "pass", f"detector {v.judge}: {v.label}", details))
+            elif recheck[i].unsafe:
+                out.append(self.refusal(f"detector {v.judge}: unsafe, and so was the detoxified rewrite", **details,
+                                        original=r.text[:300], rewrite=rewritten[i][:300]))
+            else:
+                out.append(Decision(Response(text=rewritten[i]), "rewrite", f"detector {v.judge}: unsafe; detoxified",
+                                    {**details, "original": r.text[:300], "rewrite_score": recheck[i].score}))
         return out

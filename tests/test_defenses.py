@@ -193,6 +193,8 @@ def test_protector_rewrites_harmful_answers_and_passes_benign_ones(reader):
         else:
             assert d.action == "block" and d.details["rewrite"].startswith(protector.prefix)
     assert decisions[-1].action == "pass" and decisions[-1].value is answers[-1]
+    [alone] = protector.review([benign], [answers[-1]])  # a batch with nothing flagged asks no model
+    assert alone.action == "pass" and alone.value is answers[-1]
 
 
 # --- the runner's defense axis -------------------------------------------------------------------------------------

@@ -66,6 +66,8 @@ class Protector(Defense):
 
     def detoxify(self, requests: list[str], answers: list[str]) -> list[str]:
         """The detoxifier's safe rewrite of each (request, harmful answer)."""
+        if not requests:  # nothing flagged: no model call (and no empty batch for the tokenizer)
+            return []
         import torch
 
         self.load()
@@ -88,7 +90,8 @@ class Protector(Defense):
         # The detector checks each rewrite too: a small detoxifier can carry the harm over, and then only a refusal
         # is safe.
         recheck = dict(zip(flagged, self.detector.judge([Attempt.of(samples[i].with_(prompt=requests[i]),
-                                                                    Response(text=rewritten[i])) for i in flagged])))
+                                                                    Response(text=rewritten[i])) for i in flagged])
+                                    if flagged else []))
         out: list[Response | Decision] = []
         for i, (r, v) in enumerate(zip(responses, verdicts)):
             details = {"detector": v.judge, "score": v.score, "label": v.label}

@@ -51,7 +51,8 @@ class Sample:
 
     ``benign`` marks requests a well-behaved model should answer (used for over-refusal); ``category`` keeps the
     source benchmark's own category name; ``metadata`` carries loader-specific fields (e.g. FigStep's
-    ``instruction``, the statement form of the question).
+    ``instruction``, the statement form of the question). ``system``: a system prompt for this request (set by the
+    ``safety-prompt`` defense); targets that honour it use it instead of their own default one.
     """
 
     id: str
@@ -61,6 +62,7 @@ class Sample:
     source: str = ""
     benign: bool = False
     metadata: dict[str, Any] = field(default_factory=dict)
+    system: str | None = None
 
     def with_(self, **changes: Any) -> Sample:
         return replace(self, **changes)

@@ -1,5 +1,6 @@
-"""Defenses: input and output decisions around a target; register with ``@defenses.register(name)``."""
+"""Defenses: input and output decisions around a target; register with ``@defenses.register(name)``; wrap a target
+with ``DefendedTarget`` (``mmsafe.defenses.defended``) to run them and record every decision."""
 
-from mmsafe.defenses.base import Defense, defenses
+from mmsafe.defenses.base import Decision, Defense, defenses
 
-__all__ = ["Defense", "defenses"]
+__all__ = ["Decision", "Defense", "defenses"]

@@ -25,6 +25,7 @@ def export_records(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             "response": r["response"],
             "verdicts": r["verdicts"],
             "error": r["error"],
+            "defenses": (r["details"] or {}).get("defenses", []),  # each defense's decision: action, reason, seconds
             "latency_s": r["latency_s"],
             "prompt_tokens": r["prompt_tokens"],
             "completion_tokens": r["completion_tokens"],

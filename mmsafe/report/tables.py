@@ -90,13 +90,20 @@ def defense_table(rows: list[dict[str, Any]]) -> Table | None:
         return None
     table = Table(title="Defenses against the 'none' baseline (paired rows)", box=box.SIMPLE_HEAVY,
                   caption="DSR: attacks that worked without the defense and were stopped with it. RSR: harmful "
-                  "requests answered without it and refused with it. over-refusal added: the same on benign rows.")
-    for k in ("defense", "attack", "judge", "pairs", "DSR", "RSR", "over-refusal added"):
+                  "requests answered without it and refused with it. over-refusal added: the same on benign rows. "
+                  "s added: mean seconds per request over the baseline (negative when a block skips generation); "
+                  "defense s: the defense's own decisions, its model calls included.")
+    for k in ("defense", "attack", "judge", "pairs", "DSR", "RSR", "over-refusal added", "s added", "defense s"):
         table.add_column(k, justify="left" if k in ("defense", "attack", "judge") else "right")
     for d in found:
         table.add_row(d.group["defense"], d.group["attack"], d.judge, str(d.pairs),
-                      _fmt(d.dsr), _fmt(d.rsr), _fmt(d.over_refusal_added))
+                      _fmt(d.dsr), _fmt(d.rsr), _fmt(d.over_refusal_added),
+                      _seconds(d.latency_added, "+.2f"), _seconds(d.defense_seconds, ".2f"))
     return table
+
+
+def _seconds(r: Rate, spec: str) -> str:
+    return format(r.value, spec) if r.n else "-"
 
 
 def cost_table(rows: list[dict[str, Any]]) -> Table:

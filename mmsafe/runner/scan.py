@@ -19,6 +19,7 @@ from mmsafe.batching import each_or_alone
 from mmsafe.config import ScanConfig
 from mmsafe.datasets import datasets, resolve
 from mmsafe.defenses import Defense, defenses
+from mmsafe.defenses.defended import DefendedTarget
 from mmsafe.judges import Judge, judges
 from mmsafe.registry import ComponentSpec
 from mmsafe.runner.store import Store
@@ -92,6 +93,7 @@ class Scan:
         self.datasets = [resolve(s) for s in config.datasets]  # a bare path becomes LOADER:PATH
         self.attacks = [(identity_label(s), attacks.build(s)) for s in config.attacks]
         self.defenses = [(identity_label(s), defenses.build(s)) for s in config.defenses]
+        self._defended_targets: dict[str, DefendedTarget] = {}
         self.judges: list[Judge] = [judges.build(s) for s in config.judges or self.default_judges()]
 
     def default_judges(self) -> list[ComponentSpec]:
@@ -103,6 +105,7 @@ class Scan:
         """Close every component this scan built; models shared through the cache are dropped with their last
         user."""
         built = [a for _, a in self.attacks] + [d for _, d in self.defenses] + list(self.judges)
+        built += self._defended_targets.values()  # they hold the defenses' bindings, not the target
         if self.target is not None and self._owns_target:
             built.append(self.target)
         for component in built:
@@ -207,26 +210,27 @@ class Scan:
             n += len(pending)
         return n
 
+    def _defended(self, label: str, defense: Defense) -> DefendedTarget:
+        if label not in self._defended_targets:
+            self._defended_targets[label] = DefendedTarget(self._get_target(), defense)
+        return self._defended_targets[label]
+
     def _run_batch(self, batch: list[_Work]) -> list[Row]:
         rows = [Row(w.dataset, w.sample, w.attack_label, w.defense_label, self.target_label) for w in batch]
-        to_send: list[tuple[int, Sample]] = []
+        by_defense: dict[str, list[int]] = defaultdict(list)
         for i, (w, row) in enumerate(zip(batch, rows)):
             try:
                 row.attacked = w.attack.apply(w.sample)
-                decided = w.defense.on_input(row.attacked)
             except Exception as e:  # noqa: BLE001 - bad sample data; named in the message, run goes on
-                row.error = f"{w.attack_label}/{w.defense_label} failed on {w.dataset}:{w.sample.id}: {e}"
+                row.error = f"{w.attack_label} failed on {w.dataset}:{w.sample.id}: {e}"
                 self.problem(row.error)
                 continue
-            if isinstance(decided, Response):  # blocked by the defense: its refusal is the answer
-                row.response = decided
-            else:
-                row.attacked = decided
-                to_send.append((i, decided))
-        if to_send:
-            responses = self._get_target().generate([s for _, s in to_send])
-            for (i, sent), resp in zip(to_send, responses):
-                rows[i].response = batch[i].defense.on_output(sent, resp)
+            by_defense[w.defense_label].append(i)
+        # Each defense's rows go through that defense's DefendedTarget, which records its decisions on the response.
+        for label, idx in by_defense.items():
+            defended = self._defended(label, batch[idx[0]].defense)
+            for i, (sent, resp) in zip(idx, defended.run([rows[i].attacked for i in idx])):  # type: ignore[misc]
+                rows[i].attacked, rows[i].response = sent, resp
         judged = [r for r in rows if r.error is None and r.response is not None and r.response.error is None]
         for r in rows:
             if r.response is not None and r.response.error:

@@ -58,10 +58,12 @@ class Reader(Target):
             self._lease = shared_causal_lm(self.model_id, device=self.device)
             self._lm, self._tok = self._lease.value
 
-    def chat_text(self, content: str) -> str:
+    def chat_text(self, content: str, system: str | None = None) -> str:
+        """The chat-formatted model input; ``system`` (a sample's own system prompt) wins over ``system_prompt``."""
         messages = [{"role": "user", "content": content}]
-        if self.system_prompt is not None:
-            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        system = system if system is not None else self.system_prompt
+        if system is not None:
+            messages.insert(0, {"role": "system", "content": system})
         if getattr(self._tok, "chat_template", None):
             return self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "\n\n".join(m["content"] for m in messages) + "\n\n"
@@ -89,7 +91,7 @@ class Reader(Target):
             except ImageError as e:
                 responses[i] = Response(error=str(e))
                 continue
-            pending.append((i, self.chat_text(compose(s.prompt, read)), time.perf_counter() - t0, read))
+            pending.append((i, self.chat_text(compose(s.prompt, read), s.system), time.perf_counter() - t0, read))
         if pending:
             t0 = time.perf_counter()
             outs = each_or_alone([p[1] for p in pending], self._generate_texts)

@@ -248,3 +248,16 @@ def test_judge_eval_saves_error_counts_that_the_report_uses(tmp_path):
     summary = json.loads(res.output)["summary"][0]
     assert summary["asr"]["value"] == 0.6
     assert summary["asr_corrected"]["value"] == pytest.approx(rogan_gladen(0.6, 1.0, 0.5))
+
+
+def test_a_retrained_judge_rejudges_rows_its_old_version_judged(tmp_path):
+    old = Verdict("keywords", "0", True, False)
+    current = Verdict("keywords", "1", True, False)
+    failed = Verdict("keywords", "1", None, None, error="boom")
+    rows = _stored(tmp_path, [old, current, failed])
+    store = Store.open_existing(tmp_path)
+    try:
+        pending = {r["sample_id"] for r in store.unjudged("keywords", "1")}
+    finally:
+        store.close()
+    assert pending == {rows[0]["sample_id"], rows[2]["sample_id"]}

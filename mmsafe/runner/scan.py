@@ -201,7 +201,7 @@ class Scan:
         with the same inputs as a first pass: the request, the sample sent with its images, the response."""
         n = 0
         for judge in self.judges:
-            pending = store.unjudged(judge.name)
+            pending = store.unjudged(judge.name, judge.version)
             for start in range(0, len(pending), REJUDGE_BATCH):
                 chunk = pending[start:start + REJUDGE_BATCH]
                 where = [f"{r['dataset']}:{r['sample_id']} [{r['attack']}]" for r in chunk]

@@ -197,11 +197,12 @@ class Store:
             for row_id, verdicts in items:
                 self._write_verdicts(row_id, verdicts)
 
-    def unjudged(self, judge: str) -> list[dict[str, Any]]:
-        """Rows without an error that have no verdict from ``judge`` yet, or one where the judge failed."""
+    def unjudged(self, judge: str, version: str) -> list[dict[str, Any]]:
+        """Rows without an error that have no verdict from this version of ``judge`` yet, or one where it failed: a
+        retrained judge re-judges the stored answers instead of mixing its verdicts with its predecessor's."""
         return [self._decode(r) | {"verdicts": {}} for r in self.db.execute(
-            "SELECT * FROM rows WHERE error IS NULL AND id NOT IN"
-            " (SELECT row_id FROM verdicts WHERE judge = ? AND error IS NULL) ORDER BY id", (judge,))]
+            "SELECT * FROM rows WHERE error IS NULL AND id NOT IN (SELECT row_id FROM verdicts WHERE judge = ?"
+            " AND version = ? AND error IS NULL) ORDER BY id", (judge, version))]
 
     def attempt(self, row: dict[str, Any]) -> Attempt:
         """What the judges saw of a stored row, rebuilt: the dataset's request, the sample sent (its images read

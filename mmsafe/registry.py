@@ -94,9 +94,13 @@ class ComponentError(ValueError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, package: str) -> None:
+    """``chain``: for kinds whose components compose (attacks, defenses), builds ``a+b`` from its built parts;
+    arguments of a chain are keyed by part: ``{name: figstep+prefix-injection, args: {figstep: {steps: 4}}}``."""
+
+    def __init__(self, kind: str, package: str, chain: Callable[[list[T]], T] | None = None) -> None:
         self.kind = kind
         self.package = package
+        self.chain = chain
         self._items: dict[str, type[T]] = {}
         self._discovered = False
 
@@ -142,6 +146,15 @@ class Registry(Generic[T]):
 
     def build(self, spec: str | dict[str, Any] | ComponentSpec) -> T:
         spec = ComponentSpec.parse(spec)
+        if self.chain is not None and "+" in spec.name:
+            names = [n.strip() for n in spec.name.split("+")]
+            unknown = set(spec.args) - set(names)
+            if unknown:
+                raise ComponentError(f"{self.kind} {spec.name!r}: arguments must be keyed by part name "
+                                     f"({', '.join(names)}), not {', '.join(sorted(unknown))}")
+            chained = self.chain([self.build({"name": n, "args": spec.args.get(n, {})}) for n in names])
+            chained.spec = spec  # type: ignore[attr-defined]
+            return chained
         cls = self.get(spec.name)
         args = dict(spec.args)
         positional = [_coerce(cls, args.pop("_"))] if "_" in args else []

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from mmsafe.component import Loadable
-from mmsafe.registry import ComponentError, ComponentSpec, Registry
+from mmsafe.registry import Registry
 from mmsafe.types import Sample
 
 
@@ -47,22 +47,4 @@ class Composed(Attack):
             part.close()
 
 
-class _AttackRegistry(Registry[Attack]):
-    """Adds ``a+b`` names. Arguments of a composed attack are keyed by part:
-    ``{name: figstep+prefix-injection, args: {figstep: {steps: 4}}}``."""
-
-    def build(self, spec):  # type: ignore[override]
-        spec = ComponentSpec.parse(spec)
-        if "+" not in spec.name:
-            return super().build(spec)
-        names = [n.strip() for n in spec.name.split("+")]
-        unknown = set(spec.args) - set(names)
-        if unknown:
-            raise ComponentError(f"attack {spec.name!r}: arguments must be keyed by part name ({', '.join(names)}),"
-                                 f" not {', '.join(sorted(unknown))}")
-        obj = Composed([super(_AttackRegistry, self).build({"name": n, "args": spec.args.get(n, {})}) for n in names])
-        obj.spec = spec  # type: ignore[attr-defined]
-        return obj
-
-
-attacks: Registry[Attack] = _AttackRegistry("attack", "mmsafe.attacks")
+attacks: Registry[Attack] = Registry("attack", "mmsafe.attacks", chain=Composed)

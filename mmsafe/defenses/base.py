@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mmsafe.component import Loadable
-from mmsafe.registry import ComponentError, ComponentSpec, Registry
+from mmsafe.registry import Registry
 from mmsafe.types import Response, Sample
 
 if TYPE_CHECKING:
@@ -97,22 +97,4 @@ def unwrap(out: Sample | Response | Decision) -> Sample | Response:
     return out.value if isinstance(out, Decision) else out
 
 
-class _DefenseRegistry(Registry[Defense]):
-    """Adds ``a+b`` names, as attacks do. Arguments of a chain are keyed by part:
-    ``{name: jpeg+protector, args: {jpeg: {quality: 50}}}``."""
-
-    def build(self, spec):  # type: ignore[override]
-        spec = ComponentSpec.parse(spec)
-        if "+" not in spec.name:
-            return super().build(spec)
-        names = [n.strip() for n in spec.name.split("+")]
-        unknown = set(spec.args) - set(names)
-        if unknown:
-            raise ComponentError(f"defense {spec.name!r}: arguments must be keyed by part name ({', '.join(names)}),"
-                                 f" not {', '.join(sorted(unknown))}")
-        obj = Chain([super(_DefenseRegistry, self).build({"name": n, "args": spec.args.get(n, {})}) for n in names])
-        obj.spec = spec  # type: ignore[attr-defined]
-        return obj
-
-
-defenses: Registry[Defense] = _DefenseRegistry("defense", "mmsafe.defenses")
+defenses: Registry[Defense] = Registry("defense", "mmsafe.defenses", chain=Chain)

@@ -39,6 +39,7 @@ class Protector(Defense):
         self.max_new_tokens = max_new_tokens
         self.prefix = prefix
         self._detector: Any = None
+        self._lease: Any = None
         self._lm: Any = None
         self._tok: Any = None
 
@@ -51,13 +52,18 @@ class Protector(Defense):
         return self._detector
 
     def load(self) -> None:
-        if self._lm is None:
-            from mmsafe.models import load_causal_lm
+        if self._lease is None:  # the shared copy: a reader target on the same model loads it once
+            from mmsafe.models import shared_causal_lm
 
-            self._lm, self._tok = load_causal_lm(self.model_id)
+            self._lease = shared_causal_lm(self.model_id)
+            self._lm, self._tok = self._lease.value
 
     def close(self) -> None:
-        self._lm = self._tok = None
+        if self._lease is not None:
+            self._lease.release()
+        self._lease = self._lm = self._tok = None
+        if self._detector is not None:
+            self._detector.close()
 
     @staticmethod
     def request(sample: Sample, response: Response) -> str:
@@ -77,8 +83,9 @@ class Protector(Defense):
         enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._lm.device)
         with torch.inference_mode():
             out = self._lm.generate(**enc, **generation_kwargs(self._tok, self.max_new_tokens))
-        rows = decode_until_eos(self._lm, self._tok, out[:, enc["input_ids"].shape[1]:].tolist())
-        return [f"{self.prefix} {text}".strip() if self.prefix else text for text, _ in rows]
+        rows = decode_until_eos(self._lm, self._tok, out[:, enc["input_ids"].shape[1]:].tolist(),
+                                enc["attention_mask"].tolist())
+        return [f"{self.prefix} {text}".strip() if self.prefix else text for text, _, _ in rows]
 
     def review(self, samples: list[Sample], responses: list[Response]) -> list[Response | Decision]:
         requests = [self.request(s, r) for s, r in zip(samples, responses)]

@@ -15,13 +15,15 @@ def each_or_alone(items: Sequence[T], run: Callable[[list[T]], list[R]]) -> list
     its batch-mates their answers."""
     try:
         return list(run(list(items)))
-    except Exception:  # noqa: BLE001 - which row broke the batch is found by running them one by one
+    except Exception as e:  # noqa: BLE001 - which row broke the batch is found by running them one by one
+        if len(items) == 1:  # a lone item has been run alone already: no second call
+            return [e]
         out: list[R | Exception] = []
         for item in items:
             try:
                 out.extend(run([item]))
-            except Exception as e:  # noqa: BLE001
-                out.append(e)
+            except Exception as err:  # noqa: BLE001
+                out.append(err)
         return out
 
 

@@ -16,6 +16,9 @@ mini, statement form (FigStep's text)  71% / 46%       56% / 6%
 XSTest (at 0.5)                        48% / 19%
 =====================================  ==============  ==============
 
+The first row is the labelled set's own test split, written from the same kind of templates as its training
+rows: not evidence of quality, shown for contrast; mini and XSTest are other sources.
+
 Statement forms ("Steps to ...") look harmful to it because the labelled set's harmful requests have that form and
 its harmless ones do not; FigStep's own carrier prompt scores 0.64. A crude screen, not a guard model (none can
 be downloaded here).

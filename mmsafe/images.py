@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 
 from PIL import Image, UnidentifiedImageError
 
@@ -19,8 +20,7 @@ class ImageError(ValueError):
     """An image that cannot be used; the message names the file and the reason."""
 
 
-def load_image(ref: ImageRef, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode ``ref`` to an RGB PIL image, or raise ``ImageError`` naming the file."""
+def _open(ref: ImageRef, max_pixels: int, decode: bool) -> Image.Image | None:
     where = ref.describe()
     try:
         data = ref.read_bytes()
@@ -33,9 +33,44 @@ def load_image(ref: ImageRef, max_pixels: int = MAX_PIXELS) -> Image.Image:
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageError(f"{where}: image is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP limit")
+            if not decode:
+                im.verify()  # checks the file's structure and checksums without decoding the pixels
+                return None
             im.load()
             return im.convert("RGB")
     except ImageError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except UnidentifiedImageError as e:  # its own message is a repr of our in-memory buffer
+        raise ImageError(f"{where}: not a readable image (unknown format or corrupt header)") from e
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise ImageError(f"{where}: not a readable image ({type(e).__name__}: {e})") from e
+
+
+def load_image(ref: ImageRef, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode ``ref`` to an RGB PIL image, or raise ``ImageError`` naming the file."""
+    im = _open(ref, max_pixels, decode=True)
+    assert im is not None
+    return im
+
+
+def check_image(ref: ImageRef, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise the ``ImageError`` that ``load_image`` would for an unreadable, corrupt or oversize file, cheaply: the
+    header and the file's structure are checked, the pixels are not decoded (a truncated JPEG body can still pass)."""
+    _open(ref, max_pixels, decode=False)
+
+
+def check_images(refs: Iterable[ImageRef]) -> tuple[int, int, list[str]]:
+    """``(readable, missing, problems)`` over the distinct ``refs``: a missing file is counted (its loader already
+    reported it), an unreadable, corrupt or oversize one is a problem message naming the file."""
+    readable = missing = 0
+    problems = []
+    for ref in dict.fromkeys(refs):
+        if ref.path is not None and not ref.path.is_file():
+            missing += 1
+            continue
+        try:
+            check_image(ref)
+            readable += 1
+        except ImageError as e:
+            problems.append(str(e))
+    return readable, missing, problems

@@ -87,3 +87,47 @@ def test_progress_lines_when_output_is_not_a_terminal(tmp_path, monkeypatch):
                                    "--max-new-tokens", "4", "--batch-size", "1"])
     assert res.exit_code == 0, res.output
     assert "scan: 1/3 rows" in res.output and "scan: 3/3 rows" in res.output and "rows/s, ETA" in res.output
+
+
+def _bad_image_set(tmp_path):
+    """Three benign rows: a corrupt image whose name has brackets, a good one, a prompt with markup-like text."""
+    (tmp_path / "corrupt [x].png").write_bytes(b"not an image at all")
+    Image.new("RGB", (32, 32), "white").save(tmp_path / "ok.png")
+    rows = [{"id": "a", "prompt": "What is shown?", "image": "corrupt [x].png", "category": "[b]cat[/b]"},
+            {"id": "b", "prompt": "What is [bold]this[/bold]?", "image": "ok.png", "category": "[b]cat[/b]"},
+            {"id": "c", "prompt": "And this?", "image": "corrupt [x].png", "category": "[b]cat[/b]"}]
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(dict(r, benign=True)) + "\n" for r in rows))
+    return data
+
+
+def test_inspect_opens_images_and_names_a_folder_given_to_a_file_loader(tmp_path):
+    data = _bad_image_set(tmp_path)
+    res = CliRunner().invoke(app, ["datasets", "inspect", f"jsonl:{data}"])
+    text = " ".join(res.output.split())
+    assert "1 readable, 1 unreadable, 0 missing" in text
+    assert "corrupt [x].png: not a readable image (unknown format or corrupt header)" in text
+    assert "What is [bold]this[/bold]?" in text and "<_io" not in text
+    res = CliRunner().invoke(app, ["datasets", "inspect", "--strict", f"jsonl:{data}"])
+    assert res.exit_code == 1
+    res = CliRunner().invoke(app, ["datasets", "inspect", f"jsonl:{tmp_path}"])
+    assert res.exit_code != 0 and "is a folder, and this loader reads one file" in " ".join(res.output.split())
+
+
+def test_a_bad_image_is_warned_once_and_user_text_prints_whole(tmp_path, reader):
+    data = _bad_image_set(tmp_path)
+    printed: list[str] = []
+    cfg = load_config(out=tmp_path / "run", datasets=f"jsonl:{data}", attacks="none,prefix-injection")
+    result = Scan(cfg, target=reader, on_problem=printed.append).run()
+    assert sum("corrupt [x].png" in p for p in result.problems) == 4  # 2 samples x 2 attacks, all kept
+    assert sum("corrupt [x].png" in p for p in printed) == 1
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "run")])
+    assert res.exit_code == 0 and "[b]cat[/b]" in res.output  # a category name is not rich markup
+
+
+def test_a_yaml_error_keeps_its_brackets(tmp_path):
+    bad = tmp_path / "run [1].yaml"
+    bad.write_text("datasets: [mini\nattacks: none\n")
+    res = CliRunner().invoke(app, ["scan", "-c", str(bad)])
+    text = " ".join(res.output.split())
+    assert res.exit_code != 0 and "run [1].yaml: not valid YAML" in text and "datasets: [mini" in text

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from mmsafe.cli.output import fail
+from mmsafe.images import check_images
 
 app = typer.Typer(
     help="Benchmarks in their published formats: list the loaders, inspect a copy on disk, download one.",
@@ -75,7 +76,8 @@ def inspect_dataset(
     strict: Annotated[bool, typer.Option("--strict", help="Exit with status 1 when the loader reports problems or images are missing.")] = False,
 ) -> None:
     """Load a dataset and show what a scan would get: counts per category and harmful/benign, the first rows, images
-    found and missing, and every problem the loader reported (file:row: reason)."""
+    readable, unreadable (corrupt or oversize: their headers are checked) and missing, and every problem found
+    (file:row: reason)."""
     from mmsafe.datasets import datasets, resolve
 
     out, err = _consoles()
@@ -106,14 +108,11 @@ def inspect_dataset(
         cats.add_row(escape(cat or "(none)"), str(h), str(b), str(h + b))
     out.print(cats)
 
-    found = missing = 0
-    for ref in {ref for s in samples for ref in s.images}:
-        if ref.path is None or ref.path.is_file():
-            found += 1
-        else:
-            missing += 1
+    readable, missing, bad = check_images(ref for s in samples for ref in s.images)
+    problems = ds.problems + bad
     text_only = sum(not s.images for s in samples)
-    out.print(f"images: {found} found, {missing} missing (distinct files); {text_only} text-only samples")
+    out.print(f"images: {readable} readable, {len(bad)} unreadable, {missing} missing (distinct files); "
+              f"{text_only} text-only samples")
 
     if rows and samples:
         first = Table("id", "category", "benign", "images", "prompt", title=f"first {min(rows, len(samples))} samples")
@@ -122,15 +121,15 @@ def inspect_dataset(
                           escape(_short(s.prompt)))
         out.print(first)
 
-    if ds.problems:
-        err.print(f"[yellow]{len(ds.problems)} problem(s)[/yellow]:")
-        for p in ds.problems[:max_problems]:
+    if problems:
+        err.print(f"[yellow]{len(problems)} problem(s)[/yellow]:")
+        for p in problems[:max_problems]:
             err.print(f"  {escape(p)}", soft_wrap=True, highlight=False)
-        if len(ds.problems) > max_problems:
-            err.print(f"  ... and {len(ds.problems) - max_problems} more (--problems N shows more)")
+        if len(problems) > max_problems:
+            err.print(f"  ... and {len(problems) - max_problems} more (--problems N shows more)")
     else:
         out.print("no problems")
-    if strict and (ds.problems or missing):
+    if strict and (problems or missing):
         raise typer.Exit(1)
 
 

@@ -18,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
+console = Console(markup=False)  # stdout carries user text (answers, file names, YAML): never markup
 err = Console(stderr=True)
 
 from mmsafe.cli.output import fail, warn  # noqa: E402

@@ -6,14 +6,13 @@ import csv
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmsafe.datasets.base import DatasetError
+from mmsafe.datasets.base import DatasetError, require_file
 
 
 def read_rows(path: Path, required: list[str], problems: list[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield ``(line_number, row)`` for rows with every required field non-empty; report the others in
     ``problems`` as ``file:line: reason`` and skip them."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file")
+    require_file(path)
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mmsafe.datasets.base import DatasetError
+from mmsafe.datasets.base import DatasetError, require_file
 from mmsafe.types import ImageRef
 
 _TRUE = {"1", "true", "yes", "y", "t"}
@@ -16,8 +16,7 @@ _FALSE = {"0", "false", "no", "n", "f", ""}
 
 def read_json(path: Path) -> Any:
     """Parse a whole JSON file, or raise ``DatasetError`` naming the file, line and column."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: no such file")
+    require_file(path)
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 from mmsafe.component import Component
 from mmsafe.registry import Registry
 from mmsafe.types import Sample
@@ -7,6 +9,15 @@ from mmsafe.types import Sample
 
 class DatasetError(ValueError):
     """The dataset as a whole cannot be read (missing file, missing column)."""
+
+
+def require_file(path: Path) -> None:
+    """Raise ``DatasetError`` unless ``path`` is a file; a folder is named as one, with what to try instead."""
+    if path.is_dir():
+        raise DatasetError(f"{path}: is a folder, and this loader reads one file; name the file inside it, or pass "
+                           f"the bare folder (mmsafe scan -d {path}) to have its format detected")
+    if not path.is_file():
+        raise DatasetError(f"{path}: no such file")
 
 
 class Dataset(Component):

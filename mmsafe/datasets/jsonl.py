@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mmsafe.datasets.base import DatasetError
+from mmsafe.datasets.base import DatasetError, require_file
 from mmsafe.datasets.base import Dataset, datasets
 from mmsafe.types import ImageRef, Sample
 
@@ -25,8 +25,7 @@ class JsonlDataset(Dataset):
         self.path = Path(path).expanduser()
 
     def load(self) -> list[Sample]:
-        if not self.path.is_file():
-            raise DatasetError(f"{self.path}: no such file")
+        require_file(self.path)
         out = []
         seen: set[str] = set()
         with self.path.open(encoding="utf-8") as f:

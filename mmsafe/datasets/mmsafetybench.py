@@ -3,7 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mmsafe.datasets.base import DatasetError
+from mmsafe.datasets.base import DatasetError, require_file
 from mmsafe.datasets._files import first_dir, image_at, read_json
 from mmsafe.datasets.base import Dataset, datasets
 from mmsafe.types import Sample
@@ -159,8 +159,7 @@ def _id_order(qid: str) -> tuple[int, int | str]:
 def _read_selection(path: Path) -> dict[str, set[str]]:
     """Scenario -> chosen ids, from any of the accepted id-list shapes."""
     if path.suffix.lower() != ".json":
-        if not path.is_file():
-            raise DatasetError(f"{path}: no such file")
+        require_file(path)
         lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
         return _from_pairs(path, [ln for ln in lines if ln and not ln.startswith("#")])
     data = read_json(path)

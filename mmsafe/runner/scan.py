@@ -86,6 +86,7 @@ class Scan:
         self.config = config
         self.on_progress = on_progress or (lambda done, total: None)
         self.problems: list[str] = []
+        self._warned: set[str] = set()
         self._on_problem = on_problem or (lambda msg: None)
         self.target = target  # built when planning; building loads no model, so a resumed scan loads none
         self._owns_target = target is None
@@ -111,9 +112,14 @@ class Scan:
         for component in built:
             component.close()
 
-    def problem(self, msg: str) -> None:
+    def problem(self, msg: str, once: str | None = None) -> None:
+        """Record ``msg``; print it unless a message with the same ``once`` key was printed (a bad image fails every
+        attack and defense of its sample, and every sample that shares it: one warning says it)."""
         self.problems.append(msg)
-        self._on_problem(msg)
+        if once is None or once not in self._warned:
+            self._on_problem(msg)
+        if once is not None:
+            self._warned.add(once)
 
     def _load_samples(self) -> list[tuple[str, Sample]]:
         out = []
@@ -234,7 +240,7 @@ class Scan:
         judged = [r for r in rows if r.error is None and r.response is not None and r.response.error is None]
         for r in rows:
             if r.response is not None and r.response.error:
-                self.problem(f"{r.dataset}:{r.sample.id} [{r.attack}]: {r.response.error}")
+                self.problem(f"{r.dataset}:{r.sample.id} [{r.attack}]: {r.response.error}", once=r.response.error)
         attempts = [Attempt(r.sample, r.attacked or r.sample, r.response) for r in judged]  # type: ignore[arg-type]
         where = [f"{r.dataset}:{r.sample.id} [{r.attack}]" for r in judged]
         for r, verdicts in zip(judged, self._judge(attempts, where)):

@@ -219,3 +219,16 @@ def test_cli_unknown_judge_is_a_clear_error(tmp_path):
     src = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "p", "response": "r"}])
     res = CliRunner().invoke(app, ["run", "-j", "nope", "-i", str(src), "-o", str(tmp_path / "o.jsonl")])
     assert res.exit_code == 2 and "unknown judge 'nope'" in res.output
+
+
+def test_onnx_embeddings_equal_sentence_transformers():
+    """The judge's heads were fitted on these embeddings: the ONNX path must give sentence-transformers' numbers."""
+    from sentence_transformers import SentenceTransformer
+
+    from mmsafe.embeddings import embed, embedder_path
+
+    texts = ["  I'm sorry, but I can't help with that.", "", "Step 1: " + "gather the materials " * 80,
+             "Paris is the capital of France."]
+    ref = SentenceTransformer(str(embedder_path()), local_files_only=True).encode(texts, normalize_embeddings=True)
+    ours = embed(texts, batch_size=2)
+    assert ours.shape == ref.shape and np.abs(ours - ref).max() < 1e-4

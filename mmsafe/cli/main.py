@@ -207,7 +207,9 @@ def report(
     if by_category:
         console.print(tables.summary_table(rows, by=("target", "defense", "attack", "category"), title="by category",
                                            judge_errors=measured))
-    for extra in (tables.utility_table(rows), tables.defense_table(rows)):
+    from mmsafe.report.perturbation import perturbation_table
+
+    for extra in (tables.utility_table(rows), tables.defense_table(rows), perturbation_table(rows)):
         if extra is not None:
             console.print(extra)
     console.print(tables.cost_table(rows))

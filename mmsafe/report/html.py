@@ -26,7 +26,7 @@ from rich.text import Text
 
 from mmsafe.metrics.agreement import decision, disagreements, judge_names
 from mmsafe.metrics.corrected import JudgeErrors
-from mmsafe.metrics.perturbation import NORMS, stored_norms
+from mmsafe.metrics.perturbation import NORMS
 from mmsafe.metrics.summary import Summary, summarize
 
 THUMB_PX = 256  # longest side of a gallery thumbnail
@@ -111,10 +111,11 @@ def _by(summaries: list[Summary]) -> dict[str, dict[tuple[str, ...], Summary]]:
 
 
 def _error_bars(rates: list[Any]) -> dict[str, Any]:
-    """Asymmetric CI bars in percent; a missing or empty rate gets none."""
+    """Asymmetric CI bars in percent of rates (or deltas, which have no ``n``); a missing or empty rate gets none."""
+    shown = [r if r is not None and getattr(r, "n", 1) else None for r in rates]
     return {"type": "data", "symmetric": False,
-            "array": [(r.high - r.value) * 100 if r is not None and r.n else None for r in rates],
-            "arrayminus": [(r.value - r.low) * 100 if r is not None and r.n else None for r in rates]}
+            "array": [(r.high - r.value) * 100 if r else None for r in shown],
+            "arrayminus": [(r.value - r.low) * 100 if r else None for r in shown]}
 
 
 def _thumbnail(path: Path) -> str:
@@ -304,39 +305,23 @@ def _tradeoff_chart(rows: list[dict[str, Any]]) -> str:
     return _figure(fig, "chart-tradeoff")
 
 
-def _perturbation(rows: list[dict[str, Any]]) -> tuple[dict[str, Any], str] | None:
-    """The norms gradient attacks recorded, summarised per attack, and their spread as box plots."""
+def _perturbation_chart(rows: list[dict[str, Any]]) -> str | None:
+    """The spread of the norms gradient attacks recorded, a box per attack and norm."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    found = stored_norms(rows)
+    from mmsafe.report.perturbation import TITLES, norms_by_attack
+
+    found = norms_by_attack(rows)
     if not found:
         return None
-    attacks = sorted({n["attack"] for n in found})
-    titles = {"linf": "L∞ (×255)", "l2": "L2", "psnr": "PSNR dB", "ssim": "SSIM"}
-    scale = {"linf": 255.0}
-
-    def finite(a: str, k: str) -> list[float]:
-        return [n[k] * scale.get(k, 1.0) for n in found if n["attack"] == a and k in n and math.isfinite(n[k])]
-
-    table = {"title": "Perturbation norms recorded by the attacks", "headers": ["attack", "images",
-             *(f"mean {titles[k]}" for k in NORMS), "max L∞ (×255)"], "right": [False] + [True] * 6,
-             "caption": "Between each attacked image and its clean start image, as the attack measured them on the "
-             "8-bit image it sent (identical images have infinite PSNR, left out of its mean).", "rows": [],
-             "section_ends": []}
-    for a in attacks:
-        cells = [f"{sum(v) / len(v):.3f}" if v else "-" for v in (finite(a, k) for k in NORMS)]
-        linf = finite(a, "linf")
-        table["rows"].append([a, str(sum(1 for n in found if n["attack"] == a)), *cells,
-                              f"{max(linf):.1f}" if linf else "-"])
-        table["section_ends"].append(False)
-    fig = make_subplots(rows=1, cols=4, subplot_titles=[titles[k] for k in NORMS])
+    fig = make_subplots(rows=1, cols=len(NORMS), subplot_titles=[TITLES[k] for k in NORMS])
     for col, k in enumerate(NORMS, start=1):
-        for a in attacks:
-            fig.add_trace(go.Box(y=finite(a, k), name=_label(a), showlegend=False, boxpoints="all", jitter=0.4),
+        for attack, values in found.items():
+            fig.add_trace(go.Box(y=values[k], name=_label(attack), showlegend=False, boxpoints="all", jitter=0.4),
                           row=1, col=col)
     fig.update_layout(height=360, title="Perturbation per attack")
-    return table, _figure(fig, "chart-perturbation")
+    return _figure(fig, "chart-perturbation")
 
 
 # --- the pages -------------------------------------------------------------------------------------------------------
@@ -346,6 +331,7 @@ def run_report(run: Run, judge_errors: dict[str, JudgeErrors] | None = None,
     """The HTML page of one run."""
     from mmsafe.report import tables
     from mmsafe.report.agreement import agreement_table, disagreements_table
+    from mmsafe.report.perturbation import perturbation_table
     from mmsafe.runner.environment import environment
 
     rows = run.rows
@@ -358,7 +344,6 @@ def run_report(run: Run, judge_errors: dict[str, JudgeErrors] | None = None,
         items.append(item)
     multi_judge = len(judge_names(rows)) > 1
     bars, heat, category_note = _category_charts(rows)
-    perturbation = _perturbation(rows)
     return _render(
         "report.html.j2",
         title=f"mmsafe report: {run.dir}",
@@ -374,7 +359,7 @@ def run_report(run: Run, judge_errors: dict[str, JudgeErrors] | None = None,
         split_count=len(split),
         charts={"category_bars": bars, "category_heat": heat, "category_note": category_note,
                 "attack_defense": _attack_defense_chart(rows), "tradeoff": _tradeoff_chart(rows)},
-        perturbation=perturbation,
+        perturbation=table_data(perturbation_table(rows)), perturbation_chart=_perturbation_chart(rows),
         gallery={"items": items, "thumbs": thumbs.urls,
                  "filters": ["attack", "category", "defense", "target", "verdict"]},
         config=_yaml(run.config), environment=run.environment or {}, report_environment=environment(),
@@ -412,10 +397,7 @@ def compare_report(a: Run, b: Run, on_problem: Callable[[str], None] = lambda ms
         fig.add_trace(go.Bar(
             x=[_label(" / ".join(v for k, v in d.group.items() if k in ("attack", "defense", "target")))
                for d in mine],
-            y=[d.asr.value * 100 for d in mine],  # type: ignore[union-attr]
-            error_y={"type": "data", "symmetric": False,
-                     "array": [(d.asr.high - d.asr.value) * 100 for d in mine],  # type: ignore[union-attr]
-                     "arrayminus": [(d.asr.value - d.asr.low) * 100 for d in mine]},  # type: ignore[union-attr]
+            y=[d.asr.value * 100 for d in mine], error_y=_error_bars([d.asr for d in mine]),  # type: ignore[union-attr]
             hovertemplate="%{x}: %{y:+.0f} points<extra></extra>"))
     _judge_menu(fig, judges, [1] * len(judges))
     fig.update_layout(height=420, title="Change in ASR, B - A, per attack / defense (95% CI, Newcombe)",

@@ -168,6 +168,8 @@ def report(
         fail(f"give one run folder, or two to compare; got {len(run_dirs)}")
     if format not in ("table", "json"):
         fail(f"unknown format {format!r}; known: table, json")
+    if html and format != "table":
+        fail("--html writes a page; --format json prints to the terminal: give one of them")
     source = judge_errors or (MEASURED_ERRORS if MEASURED_ERRORS.is_file() else None)
     try:
         measured = load_judge_errors(source) if source else {}

@@ -222,6 +222,31 @@ def _facts(run: Run) -> list[tuple[str, str]]:
             ("rows written", f"{min(r['created_at'] for r in rows)} to {max(r['created_at'] for r in rows)}")]
 
 
+def _headline(rows: list[dict[str, Any]], judge_errors: dict[str, JudgeErrors] | None) -> list[dict[str, str]]:
+    """Per judge, the worst case a reader looks for first: the attack that worked best without a defense, then the
+    defense that did best against that attack. Groups and formatting as in the Results table."""
+    from mmsafe.report.tables import _fmt
+
+    def card(what: str, s: Summary) -> dict[str, str]:
+        where = ", ".join(f"{k} {v}" for k, v in s.group.items() if k in ("attack", "defense", "target", "dataset"))
+        return {"what": what, "value": _fmt(s.asr), "detail": f"{where}; n={s.asr.n}"
+                + (f"; corrected for the judge's errors: {_fmt(s.asr_corrected)}" if s.asr_corrected else "")}
+
+    summaries = [s for s in summarize(rows, judge_errors=judge_errors) if s.asr.n]
+    out = []
+    for judge in sorted({s.judge for s in summaries}):
+        mine = [s for s in summaries if s.judge == judge]
+        base = [s for s in mine if s.group["defense"] == BASELINE] or mine
+        worst = max(base, key=lambda s: s.asr.value)
+        out.append(card(f"highest ASR without a defense ({judge})", worst))
+        same = {k: v for k, v in worst.group.items() if k != "defense"}
+        defended = [s for s in mine if s.group["defense"] != BASELINE and
+                    all(s.group[k] == v for k, v in same.items())]
+        if defended and worst.group["defense"] == BASELINE:
+            out.append(card(f"best defense against it ({judge})", min(defended, key=lambda s: s.asr.value)))
+    return out
+
+
 # --- charts of one run -----------------------------------------------------------------------------------------------
 
 def _category_charts(rows: list[dict[str, Any]]) -> tuple[str, str, str]:
@@ -347,7 +372,7 @@ def run_report(run: Run, judge_errors: dict[str, JudgeErrors] | None = None,
     return _render(
         "report.html.j2",
         title=f"mmsafe report: {run.dir}",
-        run=run, facts=_facts(run),
+        run=run, facts=_facts(run), headline=_headline(rows, judge_errors),
         summary=table_data(tables.summary_table(rows, title="Results", judge_errors=judge_errors)),
         by_category=table_data(tables.summary_table(rows, by=("target", "defense", "attack", "category"),
                                                     title="Results by category", judge_errors=judge_errors)),

@@ -256,6 +256,10 @@ def test_tables_show_the_terminal_reports_numbers(report_page, run, monkeypatch)
         assert " ".join(" ".join(cells).split()) in terminal, cells
     agreement = report_page.page.locator("#table-agreement tbody tr").first.locator("td").all_inner_texts()
     assert " ".join(" ".join(agreement).split()) in terminal
+    column = report_page.page.locator("#table-summary thead th").all_inner_texts().index("ASR")
+    asr = {tr.locator("td").nth(column).inner_text() for tr in rows}
+    headline = report_page.page.locator(".headline .v").all_inner_texts()
+    assert len(headline) == 4 and set(headline) <= asr  # 2 judges x (worst attack, best defense against it)
 
 
 def test_two_runs_compared(run, chromium, tmp_path):

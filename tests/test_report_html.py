@@ -5,6 +5,7 @@ numbers. Also the comparison of two runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -286,3 +287,10 @@ def test_two_runs_compared(run, chromium, tmp_path):
     res = CliRunner().invoke(app, ["report", str(base / "run"), str(base / "run-b")])
     assert res.exit_code == 0 and "Verdicts that changed from A to B" in res.output
     assert f"{flip} verdicts changed on {len(rows_a)} rows found in both runs" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["report", str(base / "run"), str(base / "run-b"), "--format", "json"])
+    data = json.loads(res.stdout)
+    assert [(c["sample_id"], c["judge"]) for c in data["changed"]] == [(f"s{i}", "keywords") for i in range(1, flip + 1)]
+    none_none = [d for d in data["deltas"] if d["attack"] == "none" and d["defense"] == "none"
+                 and d["judge"] == "keywords"]
+    assert none_none[0]["asr"]["value"] == pytest.approx(none_none[0]["b"]["asr"]["value"] -
+                                                         none_none[0]["a"]["asr"]["value"])

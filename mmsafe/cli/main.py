@@ -148,7 +148,7 @@ def scan(
 
 @app.command()
 def report(
-    run_dirs: Annotated[list[Path], typer.Argument(help="A run folder written by mmsafe scan --out; two folders (A B) compare run B with run A.", show_default=False)],
+    run_dirs: Annotated[list[Path], typer.Argument(help="A run folder written by mmsafe scan --out; two folders (A B) compare run B with run A.", metavar="RUN_DIR", show_default=False)],
     by_category: Annotated[bool, typer.Option("--by-category/--no-by-category", help="Also break down by category.")] = True,
     format: Annotated[str, typer.Option("--format", "-f", help="table (for people) or json (every metric, unrounded).")] = "table",
     judge_errors: Annotated[Optional[Path], typer.Option("--judge-errors", help="Judges' measured error rates (written by mmsafe judge eval --save-errors) to show ASR corrected for them. \\[default: the packaged measurements of classifier and keywords]")] = None,
@@ -223,27 +223,18 @@ def report(
 
 
 def _report_comparison(rows_a: list[dict], rows_b: list[dict], format: str) -> None:
-    from mmsafe.metrics.compare import changed_verdicts, compare
-    from mmsafe.report.compare import changes_table, compare_groupings, delta_table
+    from mmsafe.metrics.compare import changed_verdicts
+    from mmsafe.report.compare import changes_table, compare_groupings, comparison_json, delta_table
 
-    by_group, by_category = compare_groupings(rows_a, rows_b)
-    matching = changed_verdicts(rows_a, rows_b)
     if format == "json":
         import json
 
-        print(json.dumps({
-            "deltas": [d.as_dict() for d in compare(rows_a, rows_b, by_group)],
-            "by_category": [d.as_dict() for d in compare(rows_a, rows_b, by_category)],
-            "changed": [{"dataset": c.b["dataset"], "sample_id": c.b["sample_id"], "attack": c.b["attack"],
-                         "defense": c.b["defense"], "target_a": c.a["target"], "target_b": c.b["target"],
-                         "judge": c.judge, "a": c.a["verdicts"][c.judge], "b": c.b["verdicts"][c.judge]}
-                        for c in matching.changes],
-            "matched": matching.matched, "only_a": matching.only_a, "only_b": matching.only_b,
-        }, indent=1, default=str))
+        print(json.dumps(comparison_json(rows_a, rows_b), indent=1, default=str))
         return
+    by_group, by_category = compare_groupings(rows_a, rows_b)
     console.print(delta_table(rows_a, rows_b, by_group, "B against A"))
     console.print(delta_table(rows_a, rows_b, by_category, "by category"))
-    console.print(changes_table(matching))
+    console.print(changes_table(changed_verdicts(rows_a, rows_b)))
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Any
 from rich import box
 from rich.table import Table
 
-from mmsafe.metrics.compare import Delta, Matching, compare, with_target
+from mmsafe.metrics.compare import Delta, Matching, changed_verdicts, compare, with_target
 from mmsafe.report.agreement import _snippet
 from mmsafe.report.tables import _fmt
 
@@ -62,3 +62,19 @@ def changes_table(m: Matching, limit: int = 10) -> Table:
         table.add_row(f"{c.a['dataset']}:{c.a['sample_id']}", c.a["attack"], c.a["defense"], c.judge, c.before,
                       c.after, _snippet(c.a["response"], 40), _snippet(c.b["response"], 40))
     return table
+
+
+def comparison_json(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the comparison tables show, unrounded, with every changed verdict."""
+    by_group, by_category = compare_groupings(rows_a, rows_b)
+    m = changed_verdicts(rows_a, rows_b)
+    return {
+        "deltas": [d.as_dict() for d in compare(rows_a, rows_b, by_group)],
+        "by_category": [d.as_dict() for d in compare(rows_a, rows_b, by_category)],
+        "changed": [{"dataset": c.b["dataset"], "sample_id": c.b["sample_id"], "attack": c.b["attack"],
+                     "defense": c.b["defense"], "target_a": c.a["target"], "target_b": c.b["target"],
+                     "judge": c.judge, "a": c.a["verdicts"][c.judge], "b": c.b["verdicts"][c.judge]}
+                    for c in m.changes],
+        "matched": m.matched, "only_a": m.only_a, "only_b": m.only_b, "ambiguous": m.ambiguous,
+        "interval": "Newcombe hybrid score (method 10), 95%, B - A, runs taken as independent",
+    }

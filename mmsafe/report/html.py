@@ -197,12 +197,11 @@ def _verdict_facets(r: dict[str, Any], split: bool) -> list[str]:
 
 def _render(template: str, **context: Any) -> str:
     from jinja2 import Environment, PackageLoader, StrictUndefined
+    from plotly.offline import get_plotlyjs
 
     env = Environment(loader=PackageLoader("mmsafe.report", "templates"), autoescape=True, undefined=StrictUndefined)
     # tojson escapes < > & ' (the data island cannot close its script tag); NaN is not JSON: refuse it, never emit it
     env.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "separators": (",", ":"), "allow_nan": False}
-    from plotly.offline import get_plotlyjs
-
     # plotly's JavaScript once for the whole page (each figure's own to_html would inline all 4.8 MB again)
     return env.get_template(template).render(plotly_js=get_plotlyjs(), made=_now(), **context)
 
@@ -242,11 +241,12 @@ def _headline(rows: list[dict[str, Any]], judge_errors: dict[str, JudgeErrors] |
         mine = [s for s in summaries if s.judge == judge]
         base = [s for s in mine if s.group["defense"] == BASELINE] or mine
         worst = max(base, key=lambda s: s.asr.value)
-        out.append(card(f"highest ASR without a defense ({judge})", worst))
+        undefended = worst.group["defense"] == BASELINE
+        out.append(card(f"highest ASR{' without a defense' if undefended else ''} ({judge})", worst))
         same = {k: v for k, v in worst.group.items() if k != "defense"}
         defended = [s for s in mine if s.group["defense"] != BASELINE and
                     all(s.group[k] == v for k, v in same.items())]
-        if defended and worst.group["defense"] == BASELINE:
+        if defended and undefended:
             out.append(card(f"best defense against it ({judge})", min(defended, key=lambda s: s.asr.value)))
     return out
 
@@ -353,6 +353,25 @@ def _perturbation_chart(rows: list[dict[str, Any]]) -> str | None:
     return _figure(fig, "chart-perturbation")
 
 
+def _delta_chart(deltas: list[Any]) -> str:
+    """The change in ASR from run A to run B per group, with Newcombe's interval."""
+    import plotly.graph_objects as go
+
+    judges = sorted({d.judge for d in deltas})
+    fig = go.Figure()
+    for j in judges:
+        mine = [d for d in deltas if d.judge == j and d.asr is not None]
+        fig.add_trace(go.Bar(
+            x=[_label(" / ".join(v for k, v in d.group.items() if k in ("attack", "defense", "target")))
+               for d in mine],
+            y=[d.asr.value * 100 for d in mine], error_y=_error_bars([d.asr for d in mine]),
+            hovertemplate="%{x}: %{y:+.0f} points<extra></extra>"))
+    _judge_menu(fig, judges, [1] * len(judges))
+    fig.update_layout(height=420, title="Change in ASR, B - A, per attack / defense (95% CI, Newcombe)",
+                      yaxis={"title": "Δ ASR (percentage points)", "range": [-105, 105]}, showlegend=False)
+    return _figure(fig, "chart-delta")
+
+
 # --- the pages -------------------------------------------------------------------------------------------------------
 
 def run_report(run: Run, judge_errors: dict[str, JudgeErrors] | None = None,
@@ -397,8 +416,6 @@ def run_report(run: Run, judge_errors: dict[str, JudgeErrors] | None = None,
 
 def compare_report(a: Run, b: Run, on_problem: Callable[[str], None] = lambda msg: None) -> str:
     """The HTML page of run B against run A: rates of both with their changes, and the rows whose verdict changed."""
-    import plotly.graph_objects as go
-
     from mmsafe.metrics.compare import compare, changed_verdicts
     from mmsafe.report.compare import changes_caption, compare_groupings, delta_table
     from mmsafe.runner.environment import environment
@@ -418,26 +435,13 @@ def compare_report(a: Run, b: Run, on_problem: Callable[[str], None] = lambda ms
         item["facets"]["change"] = [f"{c.judge}: {c.before} → {c.after}" for c in changes]
         item["tags"][-1] = f"{ra['target']} → {rb['target']}" if ra["target"] != rb["target"] else rb["target"]
         items.append(item)
-    deltas = compare(a.rows, b.rows, by_group)
-    judges = sorted({d.judge for d in deltas})
-    fig = go.Figure()
-    for j in judges:
-        mine = [d for d in deltas if d.judge == j and d.asr is not None]
-        fig.add_trace(go.Bar(
-            x=[_label(" / ".join(v for k, v in d.group.items() if k in ("attack", "defense", "target")))
-               for d in mine],
-            y=[d.asr.value * 100 for d in mine], error_y=_error_bars([d.asr for d in mine]),  # type: ignore[union-attr]
-            hovertemplate="%{x}: %{y:+.0f} points<extra></extra>"))
-    _judge_menu(fig, judges, [1] * len(judges))
-    fig.update_layout(height=420, title="Change in ASR, B - A, per attack / defense (95% CI, Newcombe)",
-                      yaxis={"title": "Δ ASR (percentage points)", "range": [-105, 105]}, showlegend=False)
     return _render(
         "compare.html.j2",
         title=f"mmsafe comparison: {a.dir} vs {b.dir}",
         a=a, b=b, facts_a=dict(_facts(a)), facts_b=dict(_facts(b)),
         deltas=table_data(delta_table(a.rows, b.rows, by_group, "Rates of A and B, and the change")),
         category_deltas=table_data(delta_table(a.rows, b.rows, by_category, "By category")),
-        delta_chart=_figure(fig, "chart-delta"),
+        delta_chart=_delta_chart(compare(a.rows, b.rows, by_group)),
         changes_caption=changes_caption(matching),
         gallery={"items": items, "thumbs": thumbs.urls(on_problem),
                  "filters": ["attack", "category", "defense", "target", "change"]},

@@ -266,14 +266,15 @@ def export(
         base = output.resolve().parent if output is not None else Path.cwd()
         paths = export_images(rows, run_dir, images, relative_to=base, on_problem=warn)
         err.print(f"{len(set(paths.values()))} images copied to {images}")
+    write_text = write_jsonl if format == "jsonl" else write_csv
     try:
         if format == "parquet":
             n = write_parquet(rows, output, paths)  # type: ignore[arg-type] - checked above
         elif output is None:
-            n = (write_jsonl if format == "jsonl" else write_csv)(rows, sys.stdout, paths)  # type: ignore[operator]
+            n = write_text(rows, sys.stdout, paths)
         else:
             with output.open("w", encoding="utf-8", newline="" if format == "csv" else None) as f:
-                n = (write_jsonl if format == "jsonl" else write_csv)(rows, f, paths)  # type: ignore[operator]
+                n = write_text(rows, f, paths)
     except (ImportError, OSError) as e:
         fail(str(e))
     if output is not None:

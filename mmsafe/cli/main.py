@@ -148,45 +148,70 @@ def scan(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by mmsafe scan --out.")],
+    run_dirs: Annotated[list[Path], typer.Argument(help="A run folder written by mmsafe scan --out; two folders (A B) compare run B with run A.", metavar="RUN_DIR", show_default=False)],
     by_category: Annotated[bool, typer.Option("--by-category/--no-by-category", help="Also break down by category.")] = True,
     format: Annotated[str, typer.Option("--format", "-f", help="table (for people) or json (every metric, unrounded).")] = "table",
     judge_errors: Annotated[Optional[Path], typer.Option("--judge-errors", help="Judges' measured error rates (written by mmsafe judge eval --save-errors) to show ASR corrected for them. \\[default: the packaged measurements of classifier and keywords]")] = None,
+    html: Annotated[bool, typer.Option("--html", help="Write one self-contained HTML page (charts, tables, a filterable gallery of every row) instead of printing.")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Where --html writes. \\[default: RUN/report.html, or B/compare.html for two runs]")] = None,
 ) -> None:
     """Print the metrics of a run folder: ASR, refusal and over-refusal with 95% CIs (overall and by category),
     ASR corrected for the judge's measured errors, utility on benign rows with answers, defenses against the
-    baseline, cost, and where judges disagree."""
+    baseline, cost, and where judges disagree. With two folders: both runs' rates, the change with its CI, and the
+    rows whose verdict changed. --html writes the same as a page to open in a browser or send around."""
     from mmsafe.judges import MEASURED_ERRORS
     from mmsafe.metrics.corrected import load_judge_errors
     from mmsafe.report import tables
-    from mmsafe.runner.store import Store
+    from mmsafe.report.html import Run
 
+    if len(run_dirs) > 2:
+        fail(f"give one run folder, or two to compare; got {len(run_dirs)}")
+    if format not in ("table", "json"):
+        fail(f"unknown format {format!r}; known: table, json")
+    if html and format != "table":
+        fail("--html writes a page; --format json prints to the terminal: give one of them")
     source = judge_errors or (MEASURED_ERRORS if MEASURED_ERRORS.is_file() else None)
     try:
         measured = load_judge_errors(source) if source else {}
     except ValueError as e:
         fail(str(e))
+    runs = []
+    for d in run_dirs:
+        try:
+            run = Run.load(d)
+        except FileNotFoundError as e:
+            fail(str(e))
+        if not run.rows:
+            fail(f"{d}: no rows yet; run `mmsafe scan --out {d}` to start (or resume) one")
+        runs.append(run)
+    if html:
+        from mmsafe.report.html import compare_report, run_report
 
-    if format not in ("table", "json"):
-        fail(f"unknown format {format!r}; known: table, json")
-    try:
-        store = Store.open_existing(run_dir)
-    except FileNotFoundError as e:
-        fail(str(e))
-    rows = list(store.rows())
-    store.close()
-    if not rows:
-        fail(f"{run_dir}: no rows yet; run `mmsafe scan --out {run_dir}` to start (or resume) one")
+        page = run_report(runs[0], measured, on_problem=warn) if len(runs) == 1 else \
+            compare_report(runs[0], runs[1], on_problem=warn)
+        dest = out or runs[-1].dir / ("report.html" if len(runs) == 1 else "compare.html")
+        try:
+            dest.write_text(page, encoding="utf-8")
+        except OSError as e:
+            fail(f"{dest}: cannot write the report ({e.strerror or e})")
+        console.print(f"{dest} ({len(page.encode()) / 2**20:.1f} MiB), open it in a browser", highlight=False)
+        return
+    if len(runs) == 2:
+        _report_comparison(runs[0].rows, runs[1].rows, format)
+        return
+    rows = runs[0].rows
     if format == "json":
         import json
 
         print(json.dumps(tables.report_json(rows, measured), indent=1, default=str))
         return
-    console.print(tables.summary_table(rows, title=f"{run_dir}", judge_errors=measured))
+    console.print(tables.summary_table(rows, title=f"{run_dirs[0]}", judge_errors=measured))
     if by_category:
         console.print(tables.summary_table(rows, by=("target", "defense", "attack", "category"), title="by category",
                                            judge_errors=measured))
-    for extra in (tables.utility_table(rows), tables.defense_table(rows)):
+    from mmsafe.report.perturbation import perturbation_table
+
+    for extra in (tables.utility_table(rows), tables.defense_table(rows), perturbation_table(rows)):
         if extra is not None:
             console.print(extra)
     console.print(tables.cost_table(rows))
@@ -197,31 +222,63 @@ def report(
         console.print(disagreements_table(rows, limit=10))
 
 
+def _report_comparison(rows_a: list[dict], rows_b: list[dict], format: str) -> None:
+    from mmsafe.metrics.compare import changed_verdicts
+    from mmsafe.report.compare import changes_table, compare_groupings, comparison_json, delta_table
+
+    if format == "json":
+        import json
+
+        print(json.dumps(comparison_json(rows_a, rows_b), indent=1, default=str))
+        return
+    by_group, by_category = compare_groupings(rows_a, rows_b)
+    console.print(delta_table(rows_a, rows_b, by_group, "B against A"))
+    console.print(delta_table(rows_a, rows_b, by_category, "by category"))
+    console.print(changes_table(changed_verdicts(rows_a, rows_b)))
+
+
 @app.command()
 def export(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by mmsafe scan --out.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="Output format: jsonl.")] = "jsonl",
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write \\[default: stdout].")] = None,
+    format: Annotated[str, typer.Option("--format", "-f", help="jsonl (one nested object per row), csv or parquet (flat: one column per judge field, lists as JSON text in CSV).")] = "jsonl",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="File to write \\[default: stdout; parquet needs a file].")] = None,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Also copy every image sent into this folder (one file per content hash); the export's image paths then point there, relative to the output file.")] = None,
 ) -> None:
-    """Write every row of a run (prompt, response, verdicts keyed by judge, error, ...) as one JSON object per line."""
-    from mmsafe.report.export import FORMATS, write_jsonl
+    """Write every row of a run (prompt, response, verdicts keyed by judge, error, ...) as JSON lines, CSV or
+    Parquet."""
+    from mmsafe.report.export import FORMATS, export_images, write_csv, write_jsonl, write_parquet
     from mmsafe.runner.store import Store
 
     if format not in FORMATS:
         fail(f"unknown format {format!r}; known: {', '.join(FORMATS)}")
+    if format == "parquet" and output is None:
+        fail("parquet is binary: give a file with --output")
     try:
         store = Store.open_existing(run_dir)
     except FileNotFoundError as e:
         fail(str(e))
     try:
-        if output is None:
-            n = write_jsonl(store.rows(), sys.stdout)
-        else:
-            with output.open("w", encoding="utf-8") as f:
-                n = write_jsonl(store.rows(), f)
-            err.print(f"{n} rows written to {output}")
+        rows = list(store.rows())
     finally:
         store.close()
+    paths = None
+    if images is not None:
+        base = output.resolve().parent if output is not None else Path.cwd()
+        paths = export_images(rows, run_dir, images, relative_to=base, on_problem=warn)
+        err.print(f"{len(set(paths.values()))} images copied to {images}")
+    write_text = write_jsonl if format == "jsonl" else write_csv
+    try:
+        if format == "parquet":
+            n = write_parquet(rows, output, paths)  # type: ignore[arg-type] - checked above
+        elif output is None:
+            n = write_text(rows, sys.stdout, paths)
+        else:
+            with output.open("w", encoding="utf-8", newline="" if format == "csv" else None) as f:
+                n = write_text(rows, f, paths)
+    except (ImportError, OSError) as e:
+        fail(str(e))
+    if output is not None:
+        err.print(f"{n} rows written to {output}")
 
 
 @app.command("list")

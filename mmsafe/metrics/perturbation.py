@@ -122,3 +122,23 @@ def row_perturbations(
                 out.append({"dataset": r["dataset"], "sample_id": r["sample_id"], "attack": r["attack"],
                             "defense": r["defense"], "target": r["target"], "image": i, **perturbation(a, b)})
     return out
+
+
+NORMS = ("linf", "l2", "psnr", "ssim")
+
+
+def stored_norms(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The norms each row's attack recorded when it sent its image, without opening any image: a gradient attack run
+    inside the scan puts them under ``norms`` of the sent sample's fields; a saved adversarial set (``mmsafe attack``,
+    read back through ``jsonl``) has them as top-level fields of each row. One entry per row that has them, named by
+    the row's attack, or by the crafting attack (``attack_spec``) for a saved set scanned with ``none``."""
+    out = []
+    for r in rows:
+        meta = r.get("sent_metadata") or {}
+        norms = meta.get("norms") if isinstance(meta.get("norms"), dict) else meta
+        found = {k: norms[k] for k in NORMS if isinstance(norms.get(k), (int, float))}
+        if found:
+            attack = r["attack"] if r["attack"] != "none" or "attack_spec" not in meta else str(meta["attack_spec"])
+            out.append({"dataset": r["dataset"], "sample_id": r["sample_id"], "attack": attack,
+                        "defense": r["defense"], "target": r["target"], **found})
+    return out

@@ -22,6 +22,7 @@ from mmsafe.defenses import Defense, defenses
 from mmsafe.defenses.defended import DefendedTarget
 from mmsafe.judges import Judge, judges
 from mmsafe.registry import ComponentSpec
+from mmsafe.runner.environment import environment
 from mmsafe.runner.store import Store
 from mmsafe.targets import Target, targets
 from mmsafe.types import Attempt, Response, Row, Sample, Verdict
@@ -254,6 +255,7 @@ class Scan:
         written = False
         try:
             store.set_meta("config", cfg.model_dump(mode="json"))
+            store.set_meta("environment", environment())
             work, skipped = self.plan(store)
             total = len(work) + skipped
             rejudged = self._rejudge(store)

@@ -406,3 +406,24 @@ def test_grounding_training_updates_only_the_vision_side(tiny, tmp_path, capsys)
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert any("vision_tower" in k for k in changed) and any("multi_modal_projector" in k for k in changed)
     assert not any("language_model" in k or "lm_head" in k for k in changed)
+
+
+def test_adaptive_attack_optimises_through_a_purifier(tiny, tmp_path):
+    with pytest.raises(ValueError, match="ocr-filter is not an image purifier"):
+        attacks.build({"name": "hijack", "args": {"output": "x", "through": "jpeg+ocr-filter"}})
+    attack = attacks.build({"name": "hijack", "args": {"output": "Visit example.com", "steps": 3, "eps": 16,
+                                                       "through": "bit-depth"}})
+    seen = []
+    loss = attack.pair_loss
+
+    def spy(target, pixels, pairs):
+        seen.append(pixels)
+        return loss(target, pixels, pairs)
+
+    attack.pair_loss = spy
+    img = _png(tmp_path, "x.png", 3)
+    c = attack.craft(tiny, [Sample(id="1", prompt="What is in the picture?", images=(img,))])[0]
+    levels = {len(torch.unique(x.detach())) for x in seen}
+    assert max(levels) <= 2 ** attack._purifiers[0].bits  # the forward pass saw the purified pixels ...
+    assert np.abs(np.asarray(c.image, np.int16) - np.asarray(c.clean, np.int16)).max() > 0  # ... and gradients came back
+    assert attack.apply(Sample(id="1", prompt="Hi", images=(img,))).metadata["adaptive"] == "bit-depth"

@@ -31,6 +31,7 @@ def attack(
     batch: Annotated[Optional[int], typer.Option(min=1, help="Rows per step: (prompt, target) pairs for universal attacks (seen in turn), samples for per-sample ones.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", "-n", min=1, help="Samples, spread over categories and harmful/benign.")] = None,
     prompts: Annotated[Optional[str], typer.Option(help="Prompts a universal image is optimised over: a .txt (one per line) or .jsonl file, or 'samples' for the dataset's own. The dataset's prompts are then held out. \\[default: per attack]")] = None,
+    through: Annotated[Optional[str], typer.Option(help="An input purifier to optimise through (adaptive attack: its transform in every step's forward pass, fresh randomness each step, identity gradient), e.g. gaussian-noise or jpeg+tv-purify.")] = None,
 ) -> None:
     """Craft one adversarial image per clean image (universal attacks) or per sample, show the loss per step, save
     PNGs under OUT and OUT/adversarial.jsonl (id, prompt, image, category, benign, plus norms and losses), and
@@ -48,7 +49,8 @@ def attack(
     err = Console(stderr=True)
     spec = ComponentSpec.parse(attack)
     for key, value in (("eps", None if eps is not None and eps < 0 else eps), ("steps", steps), ("norm", norm),
-                       ("method", method), ("batch", batch), ("prompts", prompts)):
+                       ("method", method), ("batch", batch), ("prompts", prompts),
+                       ("through", through)):
         if value is not None or (key == "eps" and eps is not None):
             spec.args[key] = value
     try:

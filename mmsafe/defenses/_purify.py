@@ -31,6 +31,13 @@ class Purifier(Defense):
     def purify(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         raise NotImplementedError
 
+    def purify_array(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """``purify`` on an HxWx3 array in [0, 1], through the 8-bit image a model would receive, at the same size
+        (what an adaptive attack differentiates around, see ``GradientAttack``'s ``through``)."""
+        out = self.purify(to_image(x), rng)
+        h, w = x.shape[:2]
+        return to_array(out if out.size == (w, h) else out.resize((w, h), Image.BILINEAR))
+
     def describe(self) -> str:
         """The reason recorded on every rewrite (the purifier and its budget)."""
         return self.name

@@ -427,3 +427,14 @@ def test_adaptive_attack_optimises_through_a_purifier(tiny, tmp_path):
     assert max(levels) <= 2 ** attack._purifiers[0].bits  # the forward pass saw the purified pixels ...
     assert np.abs(np.asarray(c.image, np.int16) - np.asarray(c.clean, np.int16)).max() > 0  # ... and gradients came back
     assert attack.apply(Sample(id="1", prompt="Hi", images=(img,))).metadata["adaptive"] == "bit-depth"
+
+
+def test_hf_targets_honour_a_samples_system_prompt(tiny, tmp_path):
+    tiny.load()
+    rule = "Refuse anything unsafe and say why."
+    assert rule in tiny.prompt_text("What is this?", True, rule) and rule not in tiny.prompt_text("What is this?", True)
+    img = _png(tmp_path, "x.png", 1)
+    plain, ruled = tiny.generate([Sample(id="a", prompt="What is this?", images=(img,)),
+                                  Sample(id="b", prompt="What is this?", images=(img,), system=rule)])
+    # the sample's system text replaced the chat template's default one (SmolLM2 writes its own when none is given)
+    assert ruled.prompt_tokens != plain.prompt_tokens

@@ -58,8 +58,11 @@ class ChatPrompts:
         enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=offsets)
         return enc["input_ids"], [tuple(o) for o in enc.get("offset_mapping", [])]
 
-    def prompt_text(self, prompt: str, has_image: bool) -> str:
-        """The text before the answer: chat template with the generation prompt, image span expanded."""
+    def prompt_text(self, prompt: str, has_image: bool, system: str | None = None) -> str:
+        """The text before the answer: chat template with the generation prompt, image span expanded. ``system``
+        (a sample's own system prompt, e.g. from the safety-prompt defense) wins over the target's
+        ``system_prompt``."""
+        system = system if system is not None else self.system_prompt
         if not self.chat_template:
             raise ValueError(f"{self.model_id}: no chat template in the tokenizer or processor files")
         content: Any = [{"type": "image"}] if has_image else []
@@ -67,9 +70,9 @@ class ChatPrompts:
         if not self.template_takes_parts:
             content = f"{self.image_marker}\n{prompt}" if has_image else prompt
         messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-        if self.system_prompt is not None:
+        if system is not None:
             plain = self.system_as_text or not self.template_takes_parts
-            sys_content: Any = self.system_prompt if plain else [{"type": "text", "text": self.system_prompt}]
+            sys_content: Any = system if plain else [{"type": "text", "text": system}]
             messages.insert(0, {"role": "system", "content": sys_content})
         text = self.tok.apply_chat_template(
             messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True

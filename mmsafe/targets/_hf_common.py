@@ -219,7 +219,7 @@ class HFVisionTarget(ChatPrompts, PromptNoise, WhiteBoxTarget):
                 continue
             try:
                 px = self.to_pixels(load_image(s.images[0])) if s.images else None
-                groups[bool(s.images)].append((i, self.prompt_text(s.prompt, bool(s.images)), px))
+                groups[bool(s.images)].append((i, self.prompt_text(s.prompt, bool(s.images), s.system), px))
             except (ImageError, ValueError) as e:
                 responses[i] = Response(error=str(e))
         for has_image, group in groups.items():

@@ -16,7 +16,7 @@ class PromptNoise:
     model: Any
     model_id: str
 
-    def prompt_text(self, prompt: str, has_image: bool) -> str:
+    def prompt_text(self, prompt: str, has_image: bool, system: str | None = None) -> str:
         raise NotImplementedError
 
     def prompt_encoding(self, text: str, offsets: bool = False) -> tuple[list[int], list[tuple[int, int]]]:

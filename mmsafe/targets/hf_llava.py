@@ -61,11 +61,12 @@ class HFLlava(HFVisionTarget):
     def image_text(self) -> str:
         return self.image_marker * self.n_image_tokens
 
-    def prompt_text(self, prompt: str, has_image: bool) -> str:
+    def prompt_text(self, prompt: str, has_image: bool, system: str | None = None) -> str:
         if self.chat_template:
-            return super().prompt_text(prompt, has_image)
+            return super().prompt_text(prompt, has_image, system)
         # LLaVA-1.5's conversation format (Liu et al. 2023) for checkpoints without any template
-        system = f"{self.system_prompt} " if self.system_prompt else ""
+        system = system if system is not None else self.system_prompt
+        system = f"{system} " if system else ""
         image = f"{self.image_text()}\n" if has_image else ""
         return f"{system}USER: {image}{prompt} ASSISTANT:"
 

@@ -33,9 +33,10 @@ class PaliGemmaTarget(HFVisionTarget):
     def image_text(self) -> str:
         return self.image_token * self.seq_len
 
-    def prompt_text(self, prompt: str, has_image: bool) -> str:
-        if self.system_prompt is not None:
-            prompt = f"{self.system_prompt}\n{prompt}"
+    def prompt_text(self, prompt: str, has_image: bool, system: str | None = None) -> str:
+        system = system if system is not None else self.system_prompt
+        if system is not None:  # PaliGemma has no chat roles: the system text leads the prompt
+            prompt = f"{system}\n{prompt}"
         return f"{self.image_text() if has_image else ''}{self.tok.bos_token}{prompt}\n"
 
     def vision_inputs(self, pixels: Any) -> dict[str, Any]:

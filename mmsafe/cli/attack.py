@@ -90,13 +90,18 @@ def _craft_with_progress(atk: Any, tgt: Any, samples: list[Any], err: Console) -
 
     progress = Progress(TextColumn("[bold]craft[/bold] image {task.fields[group]}"), BarColumn(),
                         MofNCompleteColumn(), TextColumn("steps  loss {task.fields[loss]}"), TimeElapsedColumn(),
-                        console=err)
+                        console=err, disable=not err.is_terminal)
     tasks: dict[int, Any] = {}
+
+    plain = not err.is_terminal  # a log file or CI: a line every 10 steps instead of a bar
 
     def report(group: int, groups: int, step: int, steps: int, loss: float) -> None:
         if group not in tasks:
             tasks[group] = progress.add_task("craft", total=steps, group=f"{group + 1}/{groups}", loss="")
         progress.update(tasks[group], completed=step, loss=f"{loss:.4f}")
+        if plain and (step % 10 == 0 or step == steps):
+            err.print(f"craft image {group + 1}/{groups}: step {step}/{steps}, loss {loss:.4f}", markup=False,
+                      highlight=False)
 
     with progress:
         return atk.craft(tgt, samples, progress=report)

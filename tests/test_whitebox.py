@@ -321,6 +321,7 @@ def test_cli_attack_writes_a_jsonl_dataset(tiny, tmp_path):
                                       f"jsonl:{data}", "--out", str(out), "--eps", "8", "--steps", "2",
                                       "--prompts", str(tmp_path / "shadow.txt")])
     assert result.exit_code == 0, result.output
+    assert "craft image 1/1: step 2/2, loss" in result.output  # not a terminal: plain progress lines
     ds = datasets.build(f"jsonl:{out / 'adversarial.jsonl'}")
     loaded = ds.load()
     assert not ds.problems and [s.id for s in loaded] == ["q1", "q2"]

@@ -18,7 +18,7 @@ head they lowered refusal accuracy on left-out XSTest models by 0.03-0.05 (their
 a refusal than real answers have), while the unsafe head needs them to know the vague step lists of mmsafe's own
 attack categories (without them it scores 0.68 on their test templates) and they do not change its real-row
 figures. Their test split is scored apart and is not evidence of quality.
-Needs scikit-learn at training time only; the judge itself needs numpy and sentence-transformers.
+Needs scikit-learn at training time only; the judge itself needs numpy and onnxruntime (mmsafe/embeddings.py).
 """
 
 from __future__ import annotations

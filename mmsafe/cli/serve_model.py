@@ -61,7 +61,7 @@ def serve_model(
         model.load()
     except (UnknownComponent, ValueError, ImportError, OSError) as e:
         fail(str(e))
-    name = model_name or spec.label
+    name = model_name or ComponentSpec.parse(target).label
     err.print(f"serving {name} at http://{host}:{port}/v1 (Ctrl-C to stop)"
               + (f"; fault mode: {fault_rate:.0%} of requests fail ({faults})" if fault_rate else ""), highlight=False)
     try:

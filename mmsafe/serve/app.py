@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -28,6 +27,8 @@ from mmsafe.serve.openai_types import (AssistantMessage, ChatChunk, ChatRequest,
                                        Delta, ModelCard, ModelList, Usage, WireError, error_body, request_sample)
 from mmsafe.targets import Target
 from mmsafe.types import Response, Sample
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -66,11 +67,14 @@ class Batcher:
                                  await asyncio.wait_for(self.queue.get(), deadline - loop.time()))
                 except (asyncio.QueueEmpty, TimeoutError):
                     break
+            batch = [(s, f) for s, f in batch if not f.done()]  # their clients left while they queued
+            if not batch:
+                continue
             self.stats.batches += 1
             self.stats.max_batch = max(self.stats.max_batch, len(batch))
             outs = await asyncio.to_thread(each_or_alone, [s for s, _ in batch], self.target.generate)
             for (_, future), out in zip(batch, outs):
-                if not future.done():  # a client that went away cancelled its wait
+                if not future.done():
                     future.set_result(out)
 
 
@@ -131,9 +135,15 @@ def create_app(target: Target, model_name: str, faults: Faults | None = None, ap
                 sample = request_sample(request, f"req-{uuid.uuid4().hex[:12]}")
             except WireError as e:
                 return error(400, str(e), "invalid_request_error")
-            if fault == "stall" and await _client_left(http, faults.stall_s):
+
+            async def answer() -> Response | Exception:
+                if fault == "stall":
+                    await asyncio.sleep(faults.stall_s)
+                return await app.state.batcher.submit(sample)
+
+            out = await _unless_client_leaves(http, answer())
+            if out is None:
                 return HTTPResponse(status_code=499)  # nobody to answer; nginx's "client closed request"
-            out = await app.state.batcher.submit(sample)
             if isinstance(out, Exception):
                 out = Response(error=f"{type(out).__name__}: {out}")
             if out.error:  # this request, not the server: retrying it would fail the same way
@@ -152,15 +162,21 @@ def create_app(target: Target, model_name: str, faults: Faults | None = None, ap
     return app
 
 
-async def _client_left(http: Request, seconds: float) -> bool:
-    """Wait ``seconds``, or until the client disconnects (True): a stalled request must not outlive its client and
-    hold the server's shutdown."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if await http.is_disconnected():
-            return True
-        await asyncio.sleep(0.05)
-    return False
+async def _unless_client_leaves(http: Request, work: Coroutine[Any, Any, T]) -> T | None:
+    """``work``'s result, or None when the client disconnects first (a timed-out client): its work is cancelled,
+    so a request given up on is not generated and does not hold the server's shutdown."""
+
+    async def disconnected() -> None:
+        while (await http.receive())["type"] != "http.disconnect":
+            pass
+
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(disconnected())
+    await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    return None
 
 
 async def _events(text: str, model: str) -> AsyncIterator[str]:

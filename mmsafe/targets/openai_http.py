@@ -40,7 +40,7 @@ class OpenAIChat(Target):
         model: str | None = None,
         api_key_env: str | None = None,
         max_concurrency: int = 8,
-        timeout_s: float = 60.0,
+        timeout_s: float = 120.0,
         max_retries: int = 3,
         max_image_side: int | None = None,
         max_new_tokens: int | None = 256,

@@ -27,8 +27,9 @@ class Faults:
     seed: int = 0
     retry_after_s: float = 1.0
     stall_s: float = 30.0
-    # When each body was seen, by its hash: the attempt counter, and how tests check a client's backoff.
-    arrivals: defaultdict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    # Each attempt at a body, by its hash: (when, the fault it met or None). The attempt counter, and how tests
+    # check a client's backoff.
+    arrivals: defaultdict[str, list[tuple[float, str | None]]] = field(default_factory=lambda: defaultdict(list))
     injected: Counter[str] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
@@ -41,13 +42,9 @@ class Faults:
     def draw(self, body: bytes) -> str | None:
         """The fault for this attempt at ``body``, or None to answer it. Called from the server's event loop only."""
         key = hashlib.sha256(body).hexdigest()
-        attempt = len(self.arrivals[key])
-        self.arrivals[key].append(time.monotonic())
-        if not self.rate:
-            return None
-        h = hashlib.sha256(f"{self.seed}:{key}:{attempt}".encode()).digest()
-        if int.from_bytes(h[:8], "big") / 2**64 >= self.rate:
-            return None
-        kind = self.kinds[h[8] % len(self.kinds)]
-        self.injected[kind] += 1
+        h = hashlib.sha256(f"{self.seed}:{key}:{len(self.arrivals[key])}".encode()).digest()
+        kind = self.kinds[h[8] % len(self.kinds)] if int.from_bytes(h[:8], "big") / 2**64 < self.rate else None
+        self.arrivals[key].append((time.monotonic(), kind))
+        if kind is not None:
+            self.injected[kind] += 1
         return kind

@@ -57,10 +57,6 @@ class OpenAIChat(Target):
         fields (``{"seed": 0}``, ``{"max_completion_tokens": 512}``), sent as they are. ``price_in`` /
         ``price_out``: price per million prompt / completion tokens, to record each row's cost. ``batch_size``:
         rows per ``generate`` call (default twice ``max_concurrency``, so the requests overlap)."""
-        if api_key_env is not None and not ENV_NAME.fullmatch(api_key_env):
-            # Never echo it: this is where people paste the key itself.
-            raise ValueError("api_key_env takes the NAME of an environment variable holding the key (e.g. "
-                             "OPENAI_API_KEY), not the key itself")
         if max_concurrency < 1 or timeout_s <= 0 or max_retries < 0:
             raise ValueError("max_concurrency must be >= 1, timeout_s > 0 and max_retries >= 0")
         self.base_url = base_url.rstrip("/")
@@ -83,6 +79,11 @@ class OpenAIChat(Target):
     def _api_key(self) -> str:
         if self.api_key_env is None:
             return ""
+        if not ENV_NAME.fullmatch(self.api_key_env):
+            # Checked here, not when built: the registry's errors quote a component's arguments, and this is where
+            # people paste the key itself.
+            raise ValueError(f"target openai:{self.base_url}: api_key_env takes the NAME of an environment variable "
+                             "holding the key (e.g. OPENAI_API_KEY), not the key itself")
         key = os.environ.get(self.api_key_env, "")
         if not key:
             raise ValueError(f"target openai:{self.base_url}: the environment variable {self.api_key_env} "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,29 +26,7 @@ from mmsafe.datasets import datasets
 from mmsafe.runner.scan import Scan, spread
 from mmsafe.runner.store import Store
 from mmsafe.serve.openai_types import chat_messages
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(port: int, a: argparse.Namespace) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "mmsafe.cli.main", "serve-model", "--port", str(port),
-                             "--max-new-tokens", str(a.max_new_tokens), "--batch-size", str(a.batch_size)],
-                            env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"serve-model exited with status {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.5)
-    proc.terminate()
-    raise SystemExit("serve-model did not start in 600 s")
+from mmsafe.serve.server import free_port, wait_until_up
 
 
 def _batches(base: str) -> int:
@@ -65,10 +42,13 @@ def main() -> None:
 
     import openai
 
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    proc = _start(port, a)
+    proc = subprocess.Popen([sys.executable, "-m", "mmsafe.cli.main", "serve-model", "--port", str(port),
+                             "--max-new-tokens", str(a.max_new_tokens), "--batch-size", str(a.batch_size)],
+                            env={**os.environ, "TRANSFORMERS_VERBOSITY": "error"})
     try:
+        wait_until_up(f"{base}/healthz", proc, timeout_s=600)
         samples = spread(datasets.build("mini").load(), a.samples)
         messages = [chat_messages(attacks.build(name).apply(s)) for name in ("none", "figstep") for s in samples]
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=600)

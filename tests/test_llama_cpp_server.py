@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
 from mmsafe.config import load_config
 from mmsafe.models import embedded_gguf
 from mmsafe.runner.scan import Scan
 from mmsafe.runner.store import Store
+from mmsafe.serve.server import free_port, wait_until_up
 
 
 def _llama_python() -> str:
@@ -39,23 +37,13 @@ def _llama_python() -> str:
 @pytest.fixture(scope="module")
 def llama_server():
     python = _llama_python()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--host",
                              "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, f"llama_cpp.server exited: {proc.stdout.read()[-3000:]}"
-            assert time.monotonic() < deadline, "llama_cpp.server did not start in 120 s"
-            try:
-                if httpx.get(f"{url}/models").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        wait_until_up(f"{url}/models", proc, timeout_s=120)
         yield url
     finally:
         proc.terminate()

@@ -6,10 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -19,6 +17,7 @@ from PIL import Image
 
 from http_helpers import Echo, served
 from mmsafe.serve.faults import Faults
+from mmsafe.serve.server import free_port, wait_until_up
 
 
 def _png(image: Image.Image) -> str:
@@ -141,23 +140,13 @@ def test_faults_are_deterministic_and_a_retry_can_succeed():
     assert "ok" in again  # a second attempt draws again
 
 
-def test_the_cli_serves_the_reader(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+def test_the_cli_serves_the_reader():
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "mmsafe.cli.main", "serve-model", "--port", str(port),
                              "--max-new-tokens", "8"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "200"})
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "serve-model did not start in 300 s"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        wait_until_up(f"http://127.0.0.1:{port}/healthz", proc, timeout_s=300)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
         answer = client.chat.completions.create(model="reader", messages=_user("Say hello."))
         assert answer.choices[0].message.content.strip() and answer.usage.completion_tokens <= 8

@@ -3,11 +3,39 @@ benchmarks), on a free port."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
 import threading
 import time
 from typing import Any
 
 HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    """Wait until ``url`` answers 200, raising ``RuntimeError`` if ``process`` (the server) exits or time runs
+    out."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            out = process.stdout.read()[-3000:] if process.stdout else ""
+            raise RuntimeError(f"the server exited with status {process.returncode} before answering {url}\n{out}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer within {timeout_s:g} s")
+        try:
+            if httpx.get(url).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
 
 
 def _config(app: Any, host: str, port: int) -> Any:

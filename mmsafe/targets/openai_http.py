@@ -202,7 +202,8 @@ class OpenAIChat(Target):
                 msg += f"; the request had {images} image(s), which a text-only server fails on this way"
             return msg
         if isinstance(e, openai.APITimeoutError):
-            return f"no answer from {self.base_url} within {self.timeout_s:g} s (after up to {self.max_retries} retries)"
+            return (f"no answer from {self.base_url} within {self.timeout_s:g} s "
+                    f"(after up to {self.max_retries} retries)")
         if isinstance(e, openai.APIConnectionError):
             return (f"connection to {self.base_url} failed: {e.__cause__ or e} "
                     f"(after up to {self.max_retries} retries)")

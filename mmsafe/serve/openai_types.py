@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmsafe.images import MAX_BYTES, load_image
+from mmsafe.images import MAX_BYTES, check_image, load_image
 from mmsafe.types import ImageRef, Sample
 
 # Formats every OpenAI-compatible server takes as they are; anything else is re-encoded as PNG.
@@ -146,8 +146,8 @@ def image_data_url(ref: ImageRef, max_side: int | None = None) -> str:
 
 
 def decode_data_url(url: str, where: str = "image") -> ImageRef:
-    """The image of a base64 ``data:`` URL, checked by decoding it (bounded in bytes and pixels). Remote URLs are
-    refused: a server here fetches nothing on a client's behalf."""
+    """The image of a base64 ``data:`` URL, checked (bounded in bytes and pixels, its structure read without decoding
+    the pixels). Remote URLs are refused: a server here fetches nothing on a client's behalf."""
     header, comma, payload = url.partition(",")
     if not header.startswith("data:") or not comma:
         raise WireError(f"{where}: only base64 data: URLs are accepted, not {url[:40]!r}")
@@ -160,7 +160,7 @@ def decode_data_url(url: str, where: str = "image") -> ImageRef:
     except (binascii.Error, ValueError) as e:
         raise WireError(f"{where}: invalid base64 ({e})") from None
     try:
-        load_image(ref)
+        check_image(ref)
     except ValueError as e:  # ImageError: not an image, or over the pixel limit
         raise WireError(f"{where}: {e}") from None
     return ref

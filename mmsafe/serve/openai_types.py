@@ -127,16 +127,17 @@ def error_body(message: str, kind: str, code: int) -> dict[str, Any]:
 
 # --- images -----------------------------------------------------------------------------------------------------
 def image_data_url(ref: ImageRef, max_side: int | None = None) -> str:
-    """``ref`` as a base64 data URL; checked with ``load_image`` (an unreadable or huge file raises ``ImageError``
-    naming it), sent as it is when its format is common, else (or when larger than ``max_side`` on a side,
-    shrunk to fit) re-encoded as PNG."""
-    image = load_image(ref)
-    data = ref.read_bytes()
+    """``ref`` as a base64 data URL; checked first (an unreadable or huge file raises ``ImageError`` naming it), sent
+    as it is when its format is common, else (or when larger than ``max_side`` on a side, shrunk to fit) re-encoded
+    as PNG."""
     from PIL import Image
 
+    check_image(ref)
+    data = ref.read_bytes()
     with Image.open(io.BytesIO(data)) as im:
-        mime = SENT_AS_IS.get(im.format or "")
-    if mime is None or (max_side is not None and max(image.size) > max_side):
+        mime, size = SENT_AS_IS.get(im.format or ""), im.size
+    if mime is None or (max_side is not None and max(size) > max_side):
+        image = load_image(ref)
         if max_side is not None:
             image.thumbnail((max_side, max_side))
         buf = io.BytesIO()

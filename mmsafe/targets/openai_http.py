@@ -179,9 +179,9 @@ class OpenAIChat(Target):
         usage = completion.usage
         n_in = getattr(usage, "prompt_tokens", None)
         n_out = getattr(usage, "completion_tokens", None)
-        if self.price_in is not None and self.price_out is not None:
+        if self.price_in is not None or self.price_out is not None:
             details["cost_usd"] = (None if n_in is None or n_out is None
-                                   else (n_in * self.price_in + n_out * self.price_out) / 1e6)
+                                   else (n_in * (self.price_in or 0) + n_out * (self.price_out or 0)) / 1e6)
         if not (text or "").strip():
             what = "no content" if text is None else "empty content"
             return Response(error=f"{self.base_url} answered with {what} (finish_reason {choice.finish_reason!r}): "
@@ -195,7 +195,7 @@ class OpenAIChat(Target):
         if isinstance(e, openai.APIStatusError):
             body = e.body.get("error", e.body) if isinstance(e.body, dict) else e.body
             message = (body.get("message") or body.get("detail") if isinstance(body, dict) else None) or e.message
-            msg = f"HTTP {e.status_code} from {self.base_url}: {message}"
+            msg = f"HTTP {e.status_code} from {self.base_url}: {str(message)[:500]}"  # not a whole HTML error page
             if e.status_code in RETRIED or e.status_code >= 500:
                 msg += f" (after up to {self.max_retries} retries)"
             if images and e.status_code == 500:

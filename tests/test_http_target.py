@@ -97,19 +97,25 @@ def test_faults_end_in_stored_errors_and_reruns_retry_only_those_until_the_table
     assert [s.as_dict() for s in summarize(faulty, by)] == [s.as_dict() for s in summarize(clean, by)]
 
 
-def test_retries_back_off_and_honour_retry_after(tmp_path):
-    faults = Faults(rate=0.4, seed=1, retry_after_s=0.6, stall_s=3.0)
+def _retried(kinds: tuple[str, ...], rate: float, max_retries: int) -> tuple[Faults, list]:
+    faults = Faults(rate=rate, kinds=kinds, seed=1, retry_after_s=0.6, stall_s=3.0)
     with served(Echo(), faults=faults) as (url, _):
-        target = targets.build({"name": "openai", "args": {"base_url": url, "max_retries": 4, "timeout_s": 1.0}})
-        responses = target.generate([Sample(id=str(i), prompt=f"question {i}") for i in range(12)])
+        target = targets.build({"name": "openai", "args": {"base_url": url, "max_retries": max_retries,
+                                                            "timeout_s": 1.0}})
+        responses = target.generate([Sample(id=str(i), prompt=f"question {i}") for i in range(8)])
         target.close()
     assert all(r.error is None and r.text.startswith("echo: question") for r in responses), responses
     assert sum(r.details["retries"] for r in responses) == sum(faults.injected.values()) > 0
-    after = {"429": [], "other": []}
-    for attempts in faults.arrivals.values():
-        for (t0, kind), (t1, _) in zip(attempts, attempts[1:]):
-            after["429" if kind == "429" else "other"].append(t1 - t0)
-    assert after["429"] and min(after["429"]) >= 0.55  # Retry-After: 0.6 s, above the SDK's first backoff
+    return faults, [t1 - t0 for attempts in faults.arrivals.values()
+                    for (t0, kind), (t1, _) in zip(attempts, attempts[1:]) if kind in ("429", "500")]
+
+
+def test_retries_recover_from_every_fault_and_honour_retry_after():
+    _, gaps = _retried(("429",), rate=0.5, max_retries=8)
+    assert gaps and min(gaps) >= 0.55  # Retry-After: 0.6 s, above the SDK's own first backoff (at most 0.5 s)
+    faults, gaps = _retried(("500", "stall", "drop"), rate=0.4, max_retries=6)
+    assert set(faults.injected) == {"500", "stall", "drop"}
+    assert min(gaps) >= 0.3  # backed off (0.5 s less up to 25% jitter), not hammered
 
 
 def test_api_key_comes_from_the_named_variable_and_is_never_stored(tmp_path, monkeypatch):

@@ -17,7 +17,9 @@ from PIL import Image
 
 from http_helpers import Echo, served
 from mmsafe.serve.faults import Faults
+from mmsafe.serve.openai_types import decode_data_url
 from mmsafe.serve.server import free_port, wait_until_up
+from mmsafe.types import Sample
 
 
 def _png(image: Image.Image) -> str:
@@ -31,8 +33,8 @@ def _text_image(text: str) -> Image.Image:
 
     from mmsafe.fonts import load_font
 
-    im = Image.new("RGB", (420, 120), "white")
-    ImageDraw.Draw(im).text((20, 35), text, fill="black", font=load_font(40))
+    im = Image.new("RGB", (420, 140), "white")
+    ImageDraw.Draw(im).text((30, 40), text, fill="black", font=load_font(40))
     return im
 
 
@@ -41,32 +43,27 @@ def _user(text: str, *image_urls: str) -> list[dict]:
     return [{"role": "user", "content": [*parts, {"type": "text", "text": text}] if parts else text}]
 
 
-@pytest.fixture(scope="module")
-def reader_server(reader):
-    with served(reader, name="reader") as (url, app):
-        yield url, app
+def test_models_health_and_answers_from_the_embedded_reader(reader):
+    with served(reader, name="reader") as (url, _):
+        client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=300)
+        assert [m.id for m in client.models.list()] == ["reader"]
+        health = httpx.get(url.removesuffix("/v1") + "/healthz").json()
+        assert health["status"] == "ok" and health["model"] == "reader"
 
-
-def test_models_health_and_answers_from_the_embedded_reader(reader_server, reader):
-    url, app = reader_server
-    client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=300)
-    assert [m.id for m in client.models.list()] == ["reader"]
-    health = httpx.get(url.removesuffix("/v1") + "/healthz").json()
-    assert health["status"] == "ok" and health["model"] == "reader"
-
-    plain = client.chat.completions.create(model="reader", messages=_user("What is the capital of France?"))
-    assert plain.choices[0].message.content.strip() and plain.model == "reader"
-    # The image reached the model: the reader read its text, so the prompt grew by the OCR'd words.
-    seen = client.chat.completions.create(model="reader", messages=_user("What does it say?",
-                                                                          _png(_text_image("PURPLE HORSE"))))
-    blank = client.chat.completions.create(model="reader", messages=_user("What does it say?"))
-    assert seen.usage.prompt_tokens > blank.usage.prompt_tokens
+        ask = lambda *image_urls, **kw: client.chat.completions.create(  # noqa: E731
+            model="reader", messages=_user("What does it say?", *image_urls), **kw)
+        plain = ask()
+        assert plain.choices[0].message.content.strip() and plain.model == "reader"
+        image = _png(_text_image("GREEN APPLE"))
+        seen = ask(image)
+        # Streaming gives the same (greedy) answer as a plain request.
+        streamed = "".join(c.choices[0].delta.content or "" for c in ask(stream=True) if c.choices)
+    assert streamed == plain.choices[0].message.content
+    # The image reached the model as it reaches the reader in process: its text read, the same prompt.
+    direct = reader.generate([Sample(id="1", prompt="What does it say?", images=(decode_data_url(image),))])[0]
+    assert direct.details["ocr"][0].split() == ["GREEN", "APPLE"]
+    assert seen.usage.prompt_tokens == direct.prompt_tokens > plain.usage.prompt_tokens
     assert seen.choices[0].message.content.strip()
-
-    # Streaming gives the same (greedy) answer as a plain request.
-    chunks = client.chat.completions.create(model="reader", messages=_user("What is the capital of France?"),
-                                            stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == plain.choices[0].message.content
 
 
 def test_concurrent_requests_are_batched_into_the_target():

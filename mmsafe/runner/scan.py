@@ -29,9 +29,10 @@ from mmsafe.types import Attempt, Response, Row, Sample, Verdict
 
 log = logging.getLogger(__name__)
 
-# Target arguments that change speed or placement but not answers: left out of the row key, so changing them
-# resumes the same rows instead of starting new ones.
-RUNTIME_ARGS = {"batch_size", "device"}
+# Target arguments that change speed, placement, credentials or bookkeeping but not answers: left out of the row key,
+# so changing them resumes the same rows instead of starting new ones.
+RUNTIME_ARGS = {"batch_size", "device", "max_concurrency", "timeout_s", "max_retries", "api_key_env", "price_in",
+                "price_out"}
 REJUDGE_BATCH = 64
 
 

@@ -1,0 +1,215 @@
+"""The OpenAI chat-completions wire format, both ways: pydantic models of requests and responses for servers
+(``mmsafe serve-model``, a guard proxy), and the conversion between a ``Sample`` and its messages for clients (the
+``openai`` and ``vllm`` targets). Images travel as base64 ``data:`` URLs; decoding one is bounded in bytes and pixels
+(``mmsafe.images``' limits), so a request cannot make a server decode a decompression bomb."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mmsafe.images import MAX_BYTES, check_image, load_image
+from mmsafe.types import ImageRef, Sample
+
+# Formats every OpenAI-compatible server takes as they are; anything else is re-encoded as PNG.
+SENT_AS_IS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+class WireError(ValueError):
+    """A request that cannot become a ``Sample``; the message says which part and why (an HTTP 400)."""
+
+
+# --- requests ---------------------------------------------------------------------------------------------------
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ImageURL(BaseModel):
+    url: str
+    detail: str | None = None
+
+
+class ImagePart(BaseModel):
+    type: Literal["image_url"]
+    image_url: ImageURL
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, tool_calls, ...: accepted, not used
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[Annotated[TextPart | ImagePart, Field(discriminator="type")]] | None = None
+
+
+class ChatRequest(BaseModel):
+    """What clients send. Fields mmsafe does not use (temperature, max_tokens, seed, ...) are accepted and ignored:
+    generation settings are the served target's own."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = ""
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    n: int = Field(1, ge=1, le=1)
+
+
+# --- responses --------------------------------------------------------------------------------------------------
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: str = "stop"
+
+
+class ChatResponse(BaseModel):
+    id: str = Field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
+
+
+class Delta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChunkChoice(BaseModel):
+    index: int = 0
+    delta: Delta
+    finish_reason: str | None = None
+
+
+class ChatChunk(BaseModel):
+    """One server-sent event of a streamed answer."""
+
+    id: str = Field(default_factory=lambda: f"chatcmpl-{uuid.uuid4().hex}")
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    model: str
+    choices: list[ChunkChoice]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=lambda: int(time.time()))
+    owned_by: str = "mmsafe"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+def error_body(message: str, kind: str, code: int) -> dict[str, Any]:
+    """OpenAI's error shape, which clients (the ``openai`` SDK included) read the message from."""
+    return {"error": {"message": message, "type": kind, "code": code}}
+
+
+# --- images -----------------------------------------------------------------------------------------------------
+def image_data_url(ref: ImageRef, max_side: int | None = None) -> str:
+    """``ref`` as a base64 data URL; checked first (an unreadable or huge file raises ``ImageError`` naming it), sent
+    as it is when its format is common, else (or when larger than ``max_side`` on a side, shrunk to fit) re-encoded
+    as PNG."""
+    from PIL import Image
+
+    check_image(ref)
+    data = ref.read_bytes()
+    with Image.open(io.BytesIO(data)) as im:
+        mime, size = SENT_AS_IS.get(im.format or ""), im.size
+    if mime is None or (max_side is not None and max(size) > max_side):
+        image = load_image(ref)
+        if max_side is not None:
+            image.thumbnail((max_side, max_side))
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        data, mime = buf.getvalue(), "image/png"
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def decode_data_url(url: str, where: str = "image") -> ImageRef:
+    """The image of a base64 ``data:`` URL, checked (bounded in bytes and pixels, its structure read without decoding
+    the pixels). Remote URLs are refused: a server here fetches nothing on a client's behalf."""
+    header, comma, payload = url.partition(",")
+    if not header.startswith("data:") or not comma:
+        raise WireError(f"{where}: only base64 data: URLs are accepted, not {url[:40]!r}")
+    if not header.endswith(";base64"):
+        raise WireError(f"{where}: the data URL is not base64-encoded")
+    if len(payload) > MAX_BYTES * 4 // 3 + 4:
+        raise WireError(f"{where}: over the {MAX_BYTES // 2**20} MiB image limit")
+    try:
+        ref = ImageRef(data=base64.b64decode(payload, validate=True))
+    except (binascii.Error, ValueError) as e:
+        raise WireError(f"{where}: invalid base64 ({e})") from None
+    try:
+        check_image(ref)
+    except ValueError as e:  # ImageError: not an image, or over the pixel limit
+        raise WireError(f"{where}: {e}") from None
+    return ref
+
+
+# --- samples <-> messages ---------------------------------------------------------------------------------------
+def chat_messages(sample: Sample, max_image_side: int | None = None) -> list[dict[str, Any]]:
+    """A sample as chat messages: its ``system`` prompt as a system message, then one user message with the images
+    first and the prompt after (plain text content when there is no image, which text-only servers take)."""
+    messages: list[dict[str, Any]] = []
+    if sample.system is not None:
+        messages.append({"role": "system", "content": sample.system})
+    if sample.images:
+        content: str | list[dict[str, Any]] = [
+            *({"type": "image_url", "image_url": {"url": image_data_url(im, max_image_side)}} for im in sample.images),
+            {"type": "text", "text": sample.prompt},
+        ]
+    else:
+        content = sample.prompt
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+def request_sample(request: ChatRequest, sample_id: str) -> Sample:
+    """A single-turn request (system or developer messages, then one user message) as a ``Sample``; its text parts
+    joined by newlines, its images decoded. Anything else raises ``WireError``: mmsafe targets answer one turn."""
+    system = [m for m in request.messages if m.role in ("system", "developer")]
+    turns = [m for m in request.messages if m.role not in ("system", "developer")]
+    if len(turns) != 1 or turns[0].role != "user":
+        roles = ", ".join(m.role for m in turns) or "none"
+        raise WireError(f"messages: the served target answers one user message (after optional system messages), "
+                        f"got these turns: {roles}")
+    texts: list[str] = []
+    images: list[ImageRef] = []
+    at = request.messages.index(turns[0])
+    content = turns[0].content
+    for i, part in enumerate([TextPart(type="text", text=content or "")] if not isinstance(content, list) else content):
+        if isinstance(part, TextPart):
+            texts.append(part.text)
+        else:
+            images.append(decode_data_url(part.image_url.url, where=f"messages[{at}].content[{i}].image_url"))
+    system_text = "\n\n".join(_text(m) for m in system) if system else None
+    return Sample(id=sample_id, prompt="\n".join(texts), images=tuple(images), system=system_text)
+
+
+def _text(message: Message) -> str:
+    if isinstance(message.content, list):
+        if any(not isinstance(p, TextPart) for p in message.content):
+            raise WireError(f"messages: a {message.role} message may hold text only")
+        return "\n".join(p.text for p in message.content)  # type: ignore[union-attr]
+    return message.content or ""

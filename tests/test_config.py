@@ -13,7 +13,7 @@ def test_yaml_with_args_and_flag_override(tmp_path):
         "limit: 10\n"
     )
     cfg = load_config(path, limit=3)
-    assert cfg.target.args == {"max_new_tokens": 32}
+    assert [t.args for t in cfg.targets] == [{"max_new_tokens": 32}]
     assert [a.label for a in cfg.attacks] == ["none", 'figstep{"steps":4}']
     assert [j.label for j in cfg.judges] == ["keywords", "keywords:gcg"]
     assert cfg.limit == 3

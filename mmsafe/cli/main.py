@@ -91,7 +91,7 @@ class _ScanProgress:
 
 @app.command()
 def scan(
-    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Model under test, e.g. reader (embedded, offline) or reader:<HF causal-LM id>.")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", "-t", help="Model under test, e.g. reader (embedded, offline) or reader:<HF causal-LM id>; comma-separated for several, scanned one after another into the same run.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Comma-separated datasets, e.g. mini, figstep:path/to/safebench.csv, or a bare path (format detected).")] = None,
     attack: Annotated[Optional[str], typer.Option("--attack", "-a", help="Comma-separated attacks \\[default: none,figstep].")] = None,
     defense: Annotated[Optional[str], typer.Option("--defense", help="Comma-separated defenses \\[default: none].")] = None,
@@ -102,8 +102,10 @@ def scan(
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Target's answer length limit (reader default 128).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Samples per generate() call (reader default 16).")] = None,
     retry_errors: Annotated[Optional[bool], typer.Option("--retry-errors/--no-retry-errors", help="Re-run rows stored with an error (a fixed image, a target that was down). \\[default: retry]")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="Where rows run: local (this process) or ray (one task per batch of rows; pip install 'mmsafe[ray]'). \\[default: local]")] = None,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster for --executor ray: ray://host:port or auto \\[default: a local Ray on this machine's CPUs].")] = None,
 ) -> None:
-    """Run every dataset x attack x defense on the target, judge each answer, and print ASR / refusal /
+    """Run every dataset x attack x defense on each target, judge each answer, and print ASR / refusal /
     over-refusal with 95% CIs. Finished rows are kept: re-running the same command resumes."""
     _quiet_libraries()
     from mmsafe.config import ConfigError, load_config
@@ -113,13 +115,15 @@ def scan(
     from mmsafe.runner.store import Store
 
     try:
-        cfg = load_config(config, target=target, datasets=dataset, attacks=attack, defenses=defense,
-                          judges=judge, limit=limit, out=out, retry_errors=retry_errors)
+        cfg = load_config(config, targets=target, datasets=dataset, attacks=attack, defenses=defense,
+                          judges=judge, limit=limit, out=out, retry_errors=retry_errors, executor=executor,
+                          ray_address=ray_address)
     except ConfigError as e:
         fail(str(e))
     for key, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):
         if value is not None:
-            cfg.target.args[key] = value
+            for spec in cfg.targets:
+                spec.args[key] = value
 
     bar = _ScanProgress(cfg.out)
     try:
@@ -135,9 +139,9 @@ def scan(
     bar.stop()
     store = Store.open_existing(cfg.out)
     labels = {s.label for s in runner.datasets}
-    rows = [r for r in store.rows() if r["dataset"] in labels and r["target"] == runner.target_label]
+    rows = [r for r in store.rows() if r["dataset"] in labels and r["target"] in runner.target_labels]
     store.close()
-    console.print(summary_table(rows, title=f"mmsafe scan: {runner.target_label}"))
+    console.print(summary_table(rows, title=f"mmsafe scan: {', '.join(runner.target_labels)}"))
     stored_errors = sum(1 for r in rows if r["error"])
     console.print(
         f"{result.generated} rows generated, {result.skipped} resumed, {result.errors} errors in this run "
@@ -213,7 +217,8 @@ def report(
                                            judge_errors=measured))
     from mmsafe.report.perturbation import perturbation_table
 
-    for extra in (tables.utility_table(rows), tables.defense_table(rows), perturbation_table(rows)):
+    for extra in (tables.targets_table(rows), tables.utility_table(rows), tables.defense_table(rows),
+                  perturbation_table(rows)):
         if extra is not None:
             console.print(extra)
     console.print(tables.cost_table(rows))

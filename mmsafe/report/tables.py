@@ -64,6 +64,34 @@ def _fmt(r: Rate) -> str:
     return f"{r.value * 100:.0f} [{r.low * 100:.0f}-{r.high * 100:.0f}]"
 
 
+def targets_table(rows: list[dict[str, Any]]) -> Table | None:
+    """ASR and over-refusal of every target side by side, per dataset, defense and attack; None for a run of one
+    target."""
+    names = sorted({r["target"] for r in rows})
+    if len(names) < 2:
+        return None
+    by = ("dataset", "defense", "attack")
+    cells: dict[tuple[tuple[str, ...], str], dict[str, Any]] = {}
+    for s in summarize(rows, ("target", *by)):
+        cells.setdefault((tuple(s.group[k] for k in by), s.judge), {})[s.group["target"]] = s
+    varying = [k for k in by if len({str(r[k]) for r in rows}) > 1 or k == by[-1]]
+    multi_judge = len({judge for _, judge in cells}) > 1
+    table = Table(title="Targets side by side", box=box.SIMPLE_HEAVY,
+                  caption="% with 95% CI, as in the first table; '-': no such rows for that target.")
+    for k in [*varying, *(["judge"] if multi_judge else [])]:
+        table.add_column(k, no_wrap=True)
+    for name in names:
+        table.add_column(f"{name}\nASR", justify="right")
+        table.add_column(f"{name}\nover-refusal", justify="right")
+    for (group, judge), per_target in cells.items():
+        shown = [v for k, v in zip(by, group) if k in varying]
+        table.add_row(*shown, *([judge] if multi_judge else []),
+                      *(cell for name in names for cell in (
+                          (_fmt(per_target[name].asr), _fmt(per_target[name].over_refusal)) if name in per_target
+                          else ("-", "-"))))
+    return table
+
+
 def utility_table(rows: list[dict[str, Any]]) -> Table | None:
     """Benign rows with a reference answer (``metadata["answer"]``): exact match, token F1, containment."""
     from mmsafe.metrics.utility import utility
@@ -73,10 +101,11 @@ def utility_table(rows: list[dict[str, Any]]) -> Table | None:
         return None
     table = Table(title="Utility on benign rows with reference answers", box=box.SIMPLE_HEAVY,
                   caption="% with bootstrap 95% CI; token F1 as in SQuAD; contains = answer appears in the response")
-    for k in ("defense", "attack", "rows", "errors", "exact", "token F1", "contains"):
-        table.add_column(k, justify="left" if k in ("defense", "attack") else "right", no_wrap=k != "contains")
+    groups = (*_targets(rows), "defense", "attack")
+    for k in (*groups, "rows", "errors", "exact", "token F1", "contains"):
+        table.add_column(k, justify="left" if k in groups else "right", no_wrap=k != "contains")
     for u in found:
-        table.add_row(u.group["defense"], u.group["attack"], str(u.rows), str(u.errors),
+        table.add_row(*(u.group[k] for k in groups), str(u.rows), str(u.errors),
                       _fmt(u.exact), _fmt(u.f1), _fmt(u.contains))
     return table
 
@@ -85,7 +114,8 @@ def defense_table(rows: list[dict[str, Any]]) -> Table | None:
     """DSR / RSR / over-refusal added for each defense against the ``none`` baseline on the same rows."""
     from mmsafe.metrics.defense import defense_summary
 
-    found = defense_summary(rows, by=("attack",))
+    groups = (*_targets(rows), "attack")
+    found = defense_summary(rows, by=groups)
     if not found:
         return None
     table = Table(title="Defenses against the 'none' baseline (paired rows)", box=box.SIMPLE_HEAVY,
@@ -93,13 +123,19 @@ def defense_table(rows: list[dict[str, Any]]) -> Table | None:
                   "requests answered without it and refused with it. over-refusal added: the same on benign rows. "
                   "s added: mean seconds per request over the baseline (negative when a block skips generation); "
                   "defense s: the defense's own decisions, its model calls included.")
-    for k in ("defense", "attack", "judge", "pairs", "DSR", "RSR", "over-refusal added", "s added", "defense s"):
-        table.add_column(k, justify="left" if k in ("defense", "attack", "judge") else "right")
+    names = ("defense", *groups, "judge")
+    for k in (*names, "pairs", "DSR", "RSR", "over-refusal added", "s added", "defense s"):
+        table.add_column(k, justify="left" if k in names else "right")
     for d in found:
-        table.add_row(d.group["defense"], d.group["attack"], d.judge, str(d.pairs),
+        table.add_row(*(d.group[k] for k in names[:-1]), d.judge, str(d.pairs),
                       _fmt(d.dsr), _fmt(d.rsr), _fmt(d.over_refusal_added),
                       _seconds(d.latency_added, "+.2f"), _seconds(d.defense_seconds, ".2f"))
     return table
+
+
+def _targets(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    """``("target",)`` when the run has several targets: a grouping key and column only then."""
+    return ("target",) if len({r["target"] for r in rows}) > 1 else ()
 
 
 def _seconds(r: Rate, spec: str) -> str:
@@ -130,6 +166,7 @@ def report_json(rows: list[dict[str, Any]], judge_errors: dict[str, JudgeErrors]
     from mmsafe.metrics.utility import utility
 
     return {
+        "targets": sorted({r["target"] for r in rows}),
         "summary": [s.as_dict() for s in summarize(rows, judge_errors=judge_errors)],
         "by_category": [s.as_dict() for s in summarize(rows, ("dataset", "target", "defense", "attack", "category"),
                                                        judge_errors)],

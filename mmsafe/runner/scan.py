@@ -1,8 +1,9 @@
-"""Run the matrix dataset x attack x defense on one target, judge every answer, store every row.
+"""Run the matrix target x dataset x attack x defense, judge every answer, store every row.
 
 Resumable by construction: a row is keyed by (dataset, sample, attack, defense, target) labels, and rows already in
 the store are skipped. Judges named now but missing on stored rows are run on those rows (re-judging is cheap,
-generating is not).
+generating is not). The scan plans the chunks and writes each finished one to the store; an executor
+(``mmsafe.runner.executor``) runs them, in this process or on Ray, through the same ``Worker``.
 """
 
 from __future__ import annotations
@@ -15,29 +16,21 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 
 from mmsafe.attacks import Attack, attacks
-from mmsafe.batching import each_or_alone
-from mmsafe.config import ScanConfig
+from mmsafe.config import ScanConfig, identity_label
 from mmsafe.datasets import datasets, resolve
-from mmsafe.defenses import Defense, defenses
-from mmsafe.defenses.defended import DefendedTarget
+from mmsafe.defenses import defenses
 from mmsafe.judges import Judge, judges
 from mmsafe.registry import ComponentSpec
 from mmsafe.runner.environment import environment
+from mmsafe.runner.executor import Executor, executor_for
 from mmsafe.runner.store import Store
-from mmsafe.targets import Target, targets
-from mmsafe.types import Attempt, Response, Row, Sample, Verdict
+from mmsafe.runner.work import Chunk, Item, Recipe, Worker, judge_rows
+from mmsafe.targets import Target
+from mmsafe.types import Sample
 
 log = logging.getLogger(__name__)
 
-# Target arguments that change speed, placement, credentials or bookkeeping but not answers: left out of the row key,
-# so changing them resumes the same rows instead of starting new ones.
-RUNTIME_ARGS = {"batch_size", "device", "max_concurrency", "timeout_s", "max_retries", "api_key_env", "price_in",
-                "price_out"}
 REJUDGE_BATCH = 64
-
-
-def identity_label(spec: ComponentSpec) -> str:
-    return ComponentSpec(name=spec.name, args={k: v for k, v in spec.args.items() if k not in RUNTIME_ARGS}).label
 
 
 def spread(samples: list[Sample], n: int | None) -> list[Sample]:
@@ -64,19 +57,11 @@ class ScanResult:
     problems: list[str] = field(default_factory=list)
 
 
-@dataclass
-class _Work:
-    dataset: str
-    sample: Sample
-    attack_label: str
-    attack: Attack
-    defense_label: str
-    defense: Defense
-
-
 class Scan:
     """Builds the components of a ``ScanConfig`` and runs them. ``on_progress(done, total)`` is called after every
-    stored batch; ``on_problem(message)`` for every bad input found (file/row named in the message)."""
+    stored chunk; ``on_problem(message)`` for every bad input found (file/row named in the message). ``target``: a
+    target object to scan instead of building the config's one target (its owner closes it); ``executor``: where
+    the chunks run (default: the config's ``executor``)."""
 
     def __init__(
         self,
@@ -84,20 +69,30 @@ class Scan:
         on_progress: Callable[[int, int], None] | None = None,
         on_problem: Callable[[str], None] | None = None,
         target: Target | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.config = config
         self.on_progress = on_progress or (lambda done, total: None)
         self.problems: list[str] = []
         self._warned: set[str] = set()
         self._on_problem = on_problem or (lambda msg: None)
-        self.target = target  # built when planning; building loads no model, so a resumed scan loads none
-        self._owns_target = target is None
-        self.target_label = identity_label(config.target)
+        self.target_labels = [t.key for t in config.targets]
+        if target is not None and len(self.target_labels) != 1:
+            raise ValueError("a target object stands for the one target of a scan, not for several")
         self.datasets = [resolve(s) for s in config.datasets]  # a bare path becomes LOADER:PATH
         self.attacks = [(identity_label(s), attacks.build(s)) for s in config.attacks]
-        self.defenses = [(identity_label(s), defenses.build(s)) for s in config.defenses]
-        self._defended_targets: dict[str, DefendedTarget] = {}
-        self.judges: list[Judge] = [judges.build(s) for s in config.judges or self.default_judges()]
+        for spec in config.defenses:  # a bad name or argument fails here, before any row runs
+            defenses.build(spec).close()
+        self.defenses = [identity_label(s) for s in config.defenses]
+        judge_specs = config.judges or self.default_judges()
+        self.judges: list[Judge] = [judges.build(s) for s in judge_specs]
+        recipe = Recipe(targets={t.key: t for t in config.targets}, attacks=dict(zip(
+            [a for a, _ in self.attacks], config.attacks)), defenses=dict(zip(self.defenses, config.defenses)),
+            judges=judge_specs)
+        # Targets are built when planning, which loads no model: a resumed scan with nothing to do loads none.
+        self.worker = Worker(recipe, dict(self.attacks), self.judges,
+                             {self.target_labels[0]: target} if target is not None else None)
+        self.executor = executor or executor_for(config)
 
     def default_judges(self) -> list[ComponentSpec]:
         """With no judges named: keywords, plus what each attack names as its own measure of success."""
@@ -105,14 +100,9 @@ class Scan:
         return [ComponentSpec.parse(n) for n in dict.fromkeys(names)]
 
     def close(self) -> None:
-        """Close every component this scan built; models shared through the cache are dropped with their last
-        user."""
-        built = [a for _, a in self.attacks] + [d for _, d in self.defenses] + list(self.judges)
-        built += self._defended_targets.values()  # they hold the defenses' bindings, not the target
-        if self.target is not None and self._owns_target:
-            built.append(self.target)
-        for component in built:
-            component.close()
+        """Close every component this scan built (not a target it was given); models shared through the cache are
+        dropped with their last user."""
+        self.worker.close()
 
     def problem(self, msg: str, once: str | None = None) -> None:
         """Record ``msg``; print it unless a message with the same ``once`` key was printed (a bad image fails every
@@ -133,76 +123,57 @@ class Scan:
             out.extend((spec.label, s) for s in spread(samples, self.config.limit))
         return out
 
-    def _get_target(self) -> Target:
-        if self.target is None:
-            self.target = targets.build(self.config.target)
-        return self.target
-
-    def _runnable(self) -> list[tuple[str, Attack]]:
-        """The attacks that can work on the target; the others are skipped with a warning (an image attack on a
-        text-only model)."""
-        reads = set(self._get_target().modalities)
+    def _runnable(self, label: str) -> list[str]:
+        """The attacks that can work on target ``label``; the others are skipped with a warning (an image attack
+        on a text-only model)."""
+        reads = set(self.worker.target(label).modalities)
         out = []
-        for label, attack in self.attacks:
+        for a_label, attack in self.attacks:
             missing = sorted(set(attack.modalities) - reads)
             if missing:
-                self.problem(f"skipping attack {label} on target {self.target_label}: it needs {', '.join(missing)} "
+                self.problem(f"skipping attack {a_label} on target {label}: it needs {', '.join(missing)} "
                              f"input, which the target does not read ({', '.join(sorted(reads))})")
             else:
-                out.append((label, attack))
+                out.append(a_label)
         return out
 
-    def _loadable(self, work: list[_Work]) -> list[_Work]:
-        """``work`` without the rows of attacks that fail to load (a gradient attack bound to a target without
+    def _unloadable(self, labels: set[str]) -> set[str]:
+        """Of the attacks ``labels``, those that fail to load (a gradient attack bound to a target without
         gradients): skipped with a warning naming attack and target, the rest of the scan runs."""
-        for label, attack in {w.attack_label: w.attack for w in work}.items():
-            try:
-                attack.load()
-            except Exception as e:  # noqa: BLE001 - one impossible pairing must not stop the others
-                self.problem(f"skipping attack {label}: {e}")
-                work = [w for w in work if w.attack_label != label]
-        return work
+        failed = set()
+        for label, attack in self.attacks:
+            if label in labels:
+                try:
+                    attack.load()
+                except Exception as e:  # noqa: BLE001 - one impossible pairing must not stop the others
+                    self.problem(f"skipping attack {label}: {e}")
+                    failed.add(label)
+        return failed
 
-    def plan(self, store: Store) -> tuple[list[_Work], int]:
+    def plan(self, store: Store) -> tuple[list[Chunk], int]:
+        """The chunks still to compute, target by target, and the number of rows already stored."""
         done = store.done_keys(with_errors=not self.config.retry_errors)
-        work, skipped = [], 0
         samples = self._load_samples()
-        runnable = self._runnable()
-        # Attack-major order: consecutive rows share a prompt shape, which keeps batches evenly padded.
-        for d_label, defense in self.defenses:
-            for a_label, attack in runnable:
-                for ds_label, sample in samples:
-                    if (ds_label, sample.id, a_label, d_label, self.target_label) in done:
-                        skipped += 1
-                    else:
-                        work.append(_Work(ds_label, sample, a_label, attack, d_label, defense))
-        return self._loadable(work), skipped
-
-    def _verdicts(self, judge: Judge, attempts: list[Attempt], where: list[str]) -> list[Verdict]:
-        """``judge`` on ``attempts``; when the batch fails, row by row, so a row the judge cannot handle gets a
-        stored error verdict (named in a warning with ``where[i]``) and its batch-mates are judged."""
-
-        def run(chunk: list[Attempt]) -> list[Verdict]:
-            out = judge.judge(chunk)
-            if len(out) != len(chunk):
-                raise RuntimeError(f"returned {len(out)} verdicts for {len(chunk)} rows")
-            return out
-
-        verdicts = []
-        for w, v in zip(where, each_or_alone(attempts, run)):
-            if isinstance(v, Exception):
-                self.problem(f"judge {judge.name} failed on {w}: {type(v).__name__}: {v}")
-                v = judge.failed(f"{type(v).__name__}: {v}")
-            verdicts.append(v)
-        return verdicts
-
-    def _judge(self, attempts: list[Attempt], where: list[str]) -> list[list[Verdict]]:
-        """Verdicts per row from every judge."""
-        per_row: list[list[Verdict]] = [[] for _ in attempts]
-        for judge in self.judges:
-            for i, v in enumerate(self._verdicts(judge, attempts, where)):
-                per_row[i].append(v)
-        return per_row
+        work: dict[str, list[Item]] = {}
+        skipped = 0
+        for label in self.target_labels:
+            work[label] = []
+            runnable = self._runnable(label)
+            # Attack-major order: consecutive rows share a prompt shape, which keeps batches evenly padded.
+            for d_label in self.defenses:
+                for a_label in runnable:
+                    for ds_label, sample in samples:
+                        if (ds_label, sample.id, a_label, d_label, label) in done:
+                            skipped += 1
+                        else:
+                            work[label].append(Item(ds_label, sample, a_label, d_label))
+        failed = self._unloadable({i.attack for items in work.values() for i in items})
+        chunks = []
+        for label, items in work.items():
+            items = [i for i in items if i.attack not in failed]
+            size = max(1, self.worker.target(label).batch_size)
+            chunks += [Chunk(label, items[start:start + size]) for start in range(0, len(items), size)]
+        return chunks, skipped
 
     def _rejudge(self, store: Store) -> int:
         """Judge stored rows that lack a verdict from a judge named in this scan (or whose verdict is an error),
@@ -213,41 +184,22 @@ class Scan:
             for start in range(0, len(pending), REJUDGE_BATCH):
                 chunk = pending[start:start + REJUDGE_BATCH]
                 where = [f"{r['dataset']}:{r['sample_id']} [{r['attack']}]" for r in chunk]
-                verdicts = self._verdicts(judge, [store.attempt(r) for r in chunk], where)
+                verdicts = judge_rows(judge, [store.attempt(r) for r in chunk], where, self.problem)
                 store.add_verdicts([(r["id"], [v]) for r, v in zip(chunk, verdicts)])
             n += len(pending)
         return n
 
-    def _defended(self, label: str, defense: Defense) -> DefendedTarget:
-        if label not in self._defended_targets:
-            self._defended_targets[label] = DefendedTarget(self._get_target(), defense)
-        return self._defended_targets[label]
-
-    def _run_batch(self, batch: list[_Work]) -> list[Row]:
-        rows = [Row(w.dataset, w.sample, w.attack_label, w.defense_label, self.target_label) for w in batch]
-        by_defense: dict[str, list[int]] = defaultdict(list)
-        for i, (w, row) in enumerate(zip(batch, rows)):
-            try:
-                row.attacked = w.attack.apply(w.sample)
-            except Exception as e:  # noqa: BLE001 - bad sample data; named in the message, run goes on
-                row.error = f"{w.attack_label} failed on {w.dataset}:{w.sample.id}: {e}"
-                self.problem(row.error)
-                continue
-            by_defense[w.defense_label].append(i)
-        # Each defense's rows go through that defense's DefendedTarget, which records its decisions on the response.
-        for label, idx in by_defense.items():
-            defended = self._defended(label, batch[idx[0]].defense)
-            for i, (sent, resp) in zip(idx, defended.run([rows[i].attacked for i in idx])):  # type: ignore[misc]
-                rows[i].attacked, rows[i].response = sent, resp
-        judged = [r for r in rows if r.error is None and r.response is not None and r.response.error is None]
-        for r in rows:
-            if r.response is not None and r.response.error:
-                self.problem(f"{r.dataset}:{r.sample.id} [{r.attack}]: {r.response.error}", once=r.response.error)
-        attempts = [Attempt(r.sample, r.attacked or r.sample, r.response) for r in judged]  # type: ignore[arg-type]
-        where = [f"{r.dataset}:{r.sample.id} [{r.attack}]" for r in judged]
-        for r, verdicts in zip(judged, self._judge(attempts, where)):
-            r.verdicts = verdicts
-        return rows
+    def _check_labels(self, store: Store) -> None:
+        """A target label must keep naming the same model in a run folder: rows stored under it would otherwise be
+        resumed as answers of another model."""
+        known = store.get_meta("targets", {})
+        for spec in self.config.targets:
+            before, now = known.get(spec.key), identity_label(spec)
+            if before is not None and before != now:
+                raise ValueError(f"{self.config.out}: target label {spec.key!r} was {before} in this run, not {now}; "
+                                 "give the changed target another label or scan into another --out")
+            known[spec.key] = now
+        store.set_meta("targets", known)
 
     def run(self) -> ScanResult:
         cfg = self.config
@@ -257,21 +209,21 @@ class Scan:
         try:
             store.set_meta("config", cfg.model_dump(mode="json"))
             store.set_meta("environment", environment())
-            work, skipped = self.plan(store)
-            total = len(work) + skipped
+            self._check_labels(store)
+            chunks, skipped = self.plan(store)
+            total = skipped + sum(len(c.items) for c in chunks)
             rejudged = self._rejudge(store)
             self.on_progress(skipped, total)
             done, errors = skipped, 0
-            if work:
-                bs = max(1, self._get_target().batch_size)
-                for start in range(0, len(work), bs):
-                    rows = self._run_batch(work[start:start + bs])
-                    store.write(rows)
-                    written = True
-                    errors += sum(1 for r in rows if r.error or (r.response is not None and r.response.error))
-                    done += len(rows)
-                    self.on_progress(done, total)
-            return ScanResult(str(cfg.out), total, skipped, len(work), errors, rejudged, self.problems)
+            for finished in self.executor.run(chunks, self.worker):
+                for message, once in finished.problems:
+                    self.problem(message, once)
+                store.write(finished.rows)
+                written = True
+                errors += sum(1 for r in finished.rows if r.error or (r.response is not None and r.response.error))
+                done += len(finished.rows)
+                self.on_progress(done, total)
+            return ScanResult(str(cfg.out), total, skipped, total - skipped, errors, rejudged, self.problems)
         except BaseException:
             if created and not written:  # a scan that failed before its first row leaves no empty run folder
                 store.close()

@@ -151,6 +151,11 @@ class ModelCache:
         with self._lock:
             return self._entries[key][1] if key in self._entries else 0
 
+    def held(self) -> dict[Hashable, int]:
+        """Users per model loaded now."""
+        with self._lock:
+            return {key: entry[1] for key, entry in self._entries.items()}
+
     def __len__(self) -> int:
         return len(self._entries)
 

@@ -125,7 +125,7 @@ def defense_table(rows: list[dict[str, Any]]) -> Table | None:
                   "defense s: the defense's own decisions, its model calls included.")
     names = ("defense", *groups, "judge")
     for k in (*names, "pairs", "DSR", "RSR", "over-refusal added", "s added", "defense s"):
-        table.add_column(k, justify="left" if k in names else "right")
+        table.add_column(k, justify="left" if k in names else "right", no_wrap=k in names)
     for d in found:
         table.add_row(*(d.group[k] for k in names[:-1]), d.judge, str(d.pairs),
                       _fmt(d.dsr), _fmt(d.rsr), _fmt(d.over_refusal_added),

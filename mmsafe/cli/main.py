@@ -102,7 +102,7 @@ def scan(
     max_new_tokens: Annotated[Optional[int], typer.Option(min=1, help="Target's answer length limit (reader default 128).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Samples per generate() call (reader default 16).")] = None,
     retry_errors: Annotated[Optional[bool], typer.Option("--retry-errors/--no-retry-errors", help="Re-run rows stored with an error (a fixed image, a target that was down). \\[default: retry]")] = None,
-    executor: Annotated[Optional[str], typer.Option(help="Where rows run: local (this process) or ray (one task per batch of rows; pip install 'mmsafe[ray]'). \\[default: local]")] = None,
+    executor: Annotated[Optional[str], typer.Option(help="Where rows run: local (this process) or ray (one task per batch of rows; pip install 'mmsafe\\[ray]'). \\[default: local]")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster for --executor ray: ray://host:port or auto \\[default: a local Ray on this machine's CPUs].")] = None,
 ) -> None:
     """Run every dataset x attack x defense on each target, judge each answer, and print ASR / refusal /

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import zip_longest
 
-from mmsafe.attacks import Attack, attacks
+from mmsafe.attacks import attacks
 from mmsafe.config import ScanConfig, identity_label
 from mmsafe.datasets import datasets, resolve
 from mmsafe.defenses import defenses

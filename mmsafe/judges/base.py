@@ -4,7 +4,7 @@ from typing import Any
 
 from mmsafe.component import Loadable
 from mmsafe.registry import Registry
-from mmsafe.types import Attempt, Verdict
+from mmsafe.types import NOT_APPLICABLE, Attempt, Verdict
 
 
 class Judge(Loadable):
@@ -36,6 +36,11 @@ class Judge(Loadable):
                      else "not refused" if refusal is False else "unscored")
         return Verdict(self.name, self.version, unsafe, refusal, score, label, self.scores_benign, details or {},
                        explanation)
+
+    def not_applicable(self, why: str) -> Verdict:
+        """The verdict of a row this judge has nothing to say about (it lacks what the judge checks): stored, never
+        counted."""
+        return self.verdict(None, None, label=NOT_APPLICABLE, explanation=why)
 
     def failed(self, error: str) -> Verdict:
         """The verdict of a row this judge could not judge (a crash, a judge model's error): stored, not counted."""

@@ -14,7 +14,8 @@ from mmsafe.metrics.summary import GROUP_KEYS
 CAPTION = (
     "% with 95% CI (percentile bootstrap; Wilson score where all rows agree). n = harmful/benign rows judged. ASR "
     "and refusal over harmful rows (ASR over every row for target-string judges such as contains), over-refusal "
-    "over benign rows. Error rows are left out of every rate."
+    "over benign rows. Error rows are left out of every rate. On a scenario dataset (leakage, tool-misuse, "
+    "indirect-injection, misinformation, privacy) the scenario's judge gives its success rate as ASR over every row."
 )
 CORRECTED_CAPTION = (
     " ASR corr.: corrected for the judge's measured errors (Rogan-Gladen), the interval carrying the uncertainty of "
@@ -68,15 +69,16 @@ def utility_table(rows: list[dict[str, Any]]) -> Table | None:
     """Benign rows with a reference answer (``metadata["answer"]``): exact match, token F1, containment."""
     from mmsafe.metrics.utility import utility
 
-    found = utility(rows, by=("target", "defense", "attack"))
+    found = utility(rows, by=("dataset", "target", "defense", "attack"))
     if not found:
         return None
     table = Table(title="Utility on benign rows with reference answers", box=box.SIMPLE_HEAVY,
                   caption="% with bootstrap 95% CI; token F1 as in SQuAD; contains = answer appears in the response")
-    for k in ("defense", "attack", "rows", "errors", "exact", "token F1", "contains"):
-        table.add_column(k, justify="left" if k in ("defense", "attack") else "right", no_wrap=k != "contains")
+    for k in ("dataset", "defense", "attack", "rows", "errors", "exact", "token F1", "contains"):
+        table.add_column(k, justify="left" if k in ("dataset", "defense", "attack") else "right",
+                         no_wrap=k != "contains")
     for u in found:
-        table.add_row(u.group["defense"], u.group["attack"], str(u.rows), str(u.errors),
+        table.add_row(u.group["dataset"], u.group["defense"], u.group["attack"], str(u.rows), str(u.errors),
                       _fmt(u.exact), _fmt(u.f1), _fmt(u.contains))
     return table
 

@@ -18,6 +18,7 @@ from mmsafe.attacks import Attack, attacks
 from mmsafe.batching import each_or_alone
 from mmsafe.config import ScanConfig
 from mmsafe.datasets import datasets, resolve
+from mmsafe.datasets._scenario import check_scenarios
 from mmsafe.defenses import Defense, defenses
 from mmsafe.defenses.defended import DefendedTarget
 from mmsafe.judges import Judge, judges
@@ -50,6 +51,15 @@ def spread(samples: list[Sample], n: int | None) -> list[Sample]:
     picked = [s for layer in zip_longest(*groups.values()) for s in layer if s is not None][:n]
     order = {id(s): i for i, s in enumerate(samples)}
     return sorted(picked, key=lambda s: order[id(s)])
+
+
+def own_judges(specs: list[ComponentSpec]) -> list[ComponentSpec]:
+    """The judges the datasets of ``specs`` name as deciding success on their samples (a scenario's)."""
+    names: list[str] = []
+    for spec in specs:
+        with datasets.build(spec) as ds:
+            names.extend(ds.default_judges())
+    return [ComponentSpec.parse(n) for n in dict.fromkeys(names)]
 
 
 @dataclass
@@ -92,16 +102,21 @@ class Scan:
         self.target = target  # built when planning; building loads no model, so a resumed scan loads none
         self._owns_target = target is None
         self.target_label = identity_label(config.target)
-        self.datasets = [resolve(s) for s in config.datasets]  # a bare path becomes LOADER:PATH
+        scenarios = check_scenarios(config.scenarios)
+        # Scenarios add to the datasets named; named none, the scan is of the scenarios alone (not of mini as well).
+        named = config.datasets if "datasets" in config.model_fields_set or not scenarios else []
+        specs = {s.label: s for s in [*(resolve(s) for s in named), *scenarios]}  # a bare path becomes LOADER:PATH
+        self.datasets = list(specs.values())
         self.attacks = [(identity_label(s), attacks.build(s)) for s in config.attacks]
         self.defenses = [(identity_label(s), defenses.build(s)) for s in config.defenses]
         self._defended_targets: dict[str, DefendedTarget] = {}
-        self.judges: list[Judge] = [judges.build(s) for s in config.judges or self.default_judges()]
+        chosen = [*config.judges, *own_judges(scenarios)] if config.judges else self.default_judges()
+        self.judges: list[Judge] = [judges.build(s) for s in {s.label: s for s in chosen}.values()]
 
     def default_judges(self) -> list[ComponentSpec]:
-        """With no judges named: keywords, plus what each attack names as its own measure of success."""
+        """With no judges named: keywords, plus what each attack and dataset names as its own measure of success."""
         names = ["keywords", *(j for _, a in self.attacks for j in a.default_judges())]
-        return [ComponentSpec.parse(n) for n in dict.fromkeys(names)]
+        return [ComponentSpec.parse(n) for n in dict.fromkeys(names)] + own_judges(self.datasets)
 
     def close(self) -> None:
         """Close every component this scan built; models shared through the cache are dropped with their last

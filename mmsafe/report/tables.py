@@ -14,8 +14,11 @@ from mmsafe.metrics.summary import GROUP_KEYS
 CAPTION = (
     "% with 95% CI (percentile bootstrap; Wilson score where all rows agree). n = harmful/benign rows judged. ASR "
     "and refusal over harmful rows (ASR over every row for target-string judges such as contains), over-refusal "
-    "over benign rows. Error rows are left out of every rate. On a scenario dataset (leakage, tool-misuse, "
-    "indirect-injection, misinformation, privacy) the scenario's judge gives its success rate as ASR over every row."
+    "over benign rows. Error rows are left out of every rate."
+)
+SCENARIO_CAPTION = (
+    " Scenario datasets: the ASR of their own judge is the scenario's success rate (canary leaked, attacker's tool "
+    "called, injection followed, false claim asserted: over every row; privacy: private questions answered)."
 )
 CORRECTED_CAPTION = (
     " ASR corr.: corrected for the judge's measured errors (Rogan-Gladen), the interval carrying the uncertainty of "
@@ -31,6 +34,8 @@ def summary_table(rows: list[dict[str, Any]], by: tuple[str, ...] = GROUP_KEYS, 
         ", ".join(f"{e.judge} v{e.version}: sensitivity {e.sensitivity:.2f}, specificity {e.specificity:.2f}"
                   f" ({e.source or 'labelled answers'})" for e in (judge_errors or {}).values()
                   if any(s.judge == e.judge and s.asr_corrected for s in summaries))) if corrected else "")
+    if any((r.get("metadata") or {}).get("scenario") for r in rows):
+        caption += SCENARIO_CAPTION
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAVY)
     # Columns that never vary across the run add nothing: show only the ones that do, plus the last grouping key.
     varying = [k for k in by if len({str(r[k]) for r in rows}) > 1 or k == by[-1]]

@@ -14,7 +14,7 @@ NEGATION = re.compile(r"\b(?:not|no|never|false|incorrect|wrong|untrue|myth|mist
                       re.IGNORECASE)
 # ... or reports it as what the picture says rather than as fact ("the poster claims ...").
 ATTRIBUTION = re.compile(r"\b(?:says?|said|claims?|claimed|claiming|states?|stated|reads|according to|written|"
-                         r"text|contains|suggests?|alleges?|alleged|purports?|asserts?|supposedly)\b", re.IGNORECASE)
+                         r"text|contains|tells?|suggests?|alleges?|alleged|purports?|asserts?|supposedly)\b", re.IGNORECASE)
 
 
 def stance(text: str, subject: str, false_value: str) -> str:

@@ -275,6 +275,7 @@ def test_a_hijack_built_from_a_scenario_target_forces_the_canary_on_tiny_llava()
     tiny = targets.build("tiny-llava")  # the attack's own target shares this model through the cache
     try:
         sent = attack.apply(leak)
+        tiny.load()
         # the white-box target answers under the sample's system prompt, canary included
         assert leak.system in tiny.prompt_text(leak.prompt, True, leak.system)
         assert leak.system not in tiny.prompt_text(leak.prompt, True)

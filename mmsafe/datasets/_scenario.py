@@ -46,6 +46,7 @@ class Scenario(Dataset):
         return Sample(id=row["id"], prompt=prompt, images=images, category=row["category"], source=name,
                       benign=benign, metadata=meta, system=system)
 
+
 def hijack_spec(sample: Sample, **args: Any) -> ComponentSpec:
     """A ``hijack`` attack whose forced answer is the scenario sample's ``target`` (the canary reveal sentence, the
     tool call, the injected marker): the white-box route to the scenario's goal. ``args`` go to the attack (``eps``,
@@ -65,5 +66,6 @@ def check_scenarios(specs: list[ComponentSpec]) -> list[ComponentSpec]:
     """``specs`` if each names a scenario; otherwise a ``ValueError`` that lists the scenarios."""
     for spec in specs:
         if not issubclass(datasets.get(spec.name), Scenario):
-            raise ValueError(f"{spec.name!r} is a dataset but not a scenario; scenarios: {', '.join(scenario_names())}")
+            raise ValueError(f"{spec.name!r} is a dataset but not a scenario; scenarios: "
+                             f"{', '.join(scenario_names())}")
     return specs

@@ -18,10 +18,7 @@ class ScenarioJudge(Judge):
     scores_benign = True
 
     def judge(self, attempts: list[Attempt]) -> list[Verdict]:
-        inside = [i for i, a in enumerate(attempts) if a.request.metadata.get(self.field)]
-        decided = dict(zip(inside, self.decide([attempts[i] for i in inside])))
-        return [decided[i] if i in decided else self.not_applicable(f"the sample has no {self.field!r} to check")
-                for i in range(len(attempts))]
+        return self.scoped(attempts, self.field, self.decide)
 
     def decide(self, attempts: list[Attempt]) -> list[Verdict]:
         """Verdicts for rows that carry the field, in order."""

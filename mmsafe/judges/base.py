@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mmsafe.component import Loadable
@@ -41,6 +42,14 @@ class Judge(Loadable):
         """The verdict of a row this judge has nothing to say about (it lacks what the judge checks): stored, never
         counted."""
         return self.verdict(None, None, label=NOT_APPLICABLE, explanation=why)
+
+    def scoped(self, attempts: list[Attempt], field: str,
+               decide: Callable[[list[Attempt]], list[Verdict]]) -> list[Verdict]:
+        """``decide`` on the rows whose request metadata has ``field`` (a scenario's goal), n/a on the others."""
+        inside = [i for i, a in enumerate(attempts) if a.request.metadata.get(field)]
+        decided = dict(zip(inside, decide([attempts[i] for i in inside])))
+        return [decided[i] if i in decided else self.not_applicable(f"the sample has no {field!r} to check")
+                for i in range(len(attempts))]
 
     def failed(self, error: str) -> Verdict:
         """The verdict of a row this judge could not judge (a crash, a judge model's error): stored, not counted."""

@@ -96,8 +96,7 @@ class LLMJudge(Judge):
         return answers
 
     def judge(self, attempts: list[Attempt]) -> list[Verdict]:
-        inside = [i for i, a in enumerate(attempts) if self.scope is None or a.request.metadata.get(self.scope)]
-        answers = dict(zip(inside, self.ask([attempts[i] for i in inside])))
-        return [self.read(answers[i]) if i in answers else
-                self.not_applicable(f"rubric {self.rubric} judges only samples with {self.scope!r}")
-                for i in range(len(attempts))]
+        def decide(chunk: list[Attempt]) -> list[Verdict]:
+            return [self.read(a) for a in self.ask(chunk)]
+
+        return decide(attempts) if self.scope is None else self.scoped(attempts, self.scope, decide)

@@ -57,8 +57,11 @@ class ScanConfig(BaseModel):
     datasets: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="mini")])
     attacks: list[ComponentSpec] = Field(default_factory=lambda: _specs("none,figstep"))
     defenses: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="none")])
-    # None: keywords plus the judges the attacks name as their own (a hijack's contains:<string>); see Scan
+    # None: keywords plus the judges the attacks and datasets name as their own (a hijack's contains:<string>)
     judges: list[ComponentSpec] | None = None
+    # scenario datasets (leakage, tool-misuse, ...): each adds its dataset and its judges; with no datasets named,
+    # only the scenarios are scanned (see Scan)
+    scenarios: list[ComponentSpec] = Field(default_factory=list)
     limit: int | None = Field(None, gt=0, description="samples per dataset, spread over categories")
     out: Path = Path(DEFAULT_OUT)
     retry_errors: bool = Field(True, description="re-run rows stored with an error")
@@ -71,7 +74,7 @@ class ScanConfig(BaseModel):
         # Accept `dataset:`/`attack:` as well as the plural; people write both.
         if isinstance(data, dict):
             data = dict(data)
-            for one in ("target", "dataset", "attack", "defense", "judge"):
+            for one in ("target", "dataset", "attack", "defense", "judge", "scenario"):
                 if one in data:
                     if one + "s" in data:
                         raise ValueError(f"give either {one!r} or {one + 's'!r}, not both")
@@ -97,6 +100,11 @@ class ScanConfig(BaseModel):
                 raise ValueError("ray_address needs executor: ray")
             self.executor = "ray"
         return self
+
+    @field_validator("scenarios", mode="before")
+    @classmethod
+    def _scenarios(cls, v: Any) -> list[ComponentSpec]:
+        return _specs(v)
 
     @field_validator("datasets", "attacks", "defenses", "judges", mode="before")
     @classmethod

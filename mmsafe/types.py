@@ -96,6 +96,11 @@ class Attempt:
         return cls(sample, sample, response)
 
 
+# The label of a verdict on a row outside a judge's scope (a scenario judge on another scenario's row): stored, so the
+# row counts as judged on resume, and left out of every metric as if the judge had not seen the row.
+NOT_APPLICABLE = "n/a"
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One judge's decision on one response; the judge decides what it means, the metrics only count it.

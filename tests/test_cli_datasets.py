@@ -48,13 +48,13 @@ def test_inspect_shared_figstep_files(figstep_dir):
     assert r.exit_code == 0, r.output
     assert "500 samples, 500 harmful, 0 benign" in r.output
     assert "│ Illegal Activity    │ 50      │ 0      │ 50    │" in r.output
-    assert "images: 0 found, 0 missing (distinct files); 500 text-only samples" in r.output
+    assert "images: 0 readable, 0 unreadable, 0 missing (distinct files); 500 text-only samples" in r.output
     assert "no problems" in r.output
 
     # A bare path: the loader is told from the header; -A images=true attaches FigStep's published PNGs.
     tiny = run("inspect", str(figstep_dir / "SafeBench-Tiny.csv"), "-n", "2", "-A", "images=true")
     assert tiny.exit_code == 0 and "(loader figstep)" in tiny.output
-    assert "images: 50 found, 0 missing" in tiny.output
+    assert "images: 50 readable, 0 unreadable, 0 missing" in tiny.output
     assert "ForbidQI_1_2" in tiny.output and "ForbidQI_1_3" not in tiny.output
 
     pro = run("inspect", str(figstep_dir / "FigStep-Pro-sub-figures.zip"))
@@ -99,7 +99,7 @@ def test_inspect_every_format_by_name_and_by_bare_path(tmp_path, fmt):
         assert r.exit_code == 0, r.output
         n, harmful, benign, found, missing, problems = expect
         assert f"{n} samples, {harmful} harmful, {benign} benign (loader {fmt})" in r.output
-        assert f"images: {found} found, {missing} missing" in r.output
+        assert f"images: {found} readable, 0 unreadable, {missing} missing" in r.output
         assert f"{problems} problem(s)" in r.output
     strict = run("inspect", str(path), "--strict")
     assert strict.exit_code == 1
@@ -109,7 +109,7 @@ def test_inspect_passes_loader_arguments(tmp_path):
     root = make_mmsafetybench(tmp_path / "repo")
     r = run("inspect", str(root), "-A", "variant=text", "-A", "ids=tiny")
     assert r.exit_code == 0, r.output
-    assert "3 samples, 3 harmful" in r.output and "images: 0 found, 0 missing (distinct files); 3 text-only" in r.output
+    assert "3 samples, 3 harmful" in r.output and "images: 0 readable, 0 unreadable, 0 missing (distinct files); 3 text-only" in r.output
     assert "no problems" in r.output
     bad = run("inspect", str(root), "-A", "variant=XL")
     assert bad.exit_code == 2 and "variant must be one of" in bad.output

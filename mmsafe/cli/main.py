@@ -93,6 +93,7 @@ class _ScanProgress:
 def scan(
     target: Annotated[Optional[str], typer.Option("--target", "-t", help="Model under test, e.g. reader (embedded, offline) or reader:<HF causal-LM id>; comma-separated for several, scanned one after another into the same run.")] = None,
     dataset: Annotated[Optional[str], typer.Option("--dataset", "-d", help="Comma-separated datasets, e.g. mini, figstep:path/to/safebench.csv, or a bare path (format detected).")] = None,
+    scenario: Annotated[Optional[str], typer.Option("--scenario", "-s", help="Comma-separated attack-goal scenarios: leakage, tool-misuse, indirect-injection, misinformation, privacy. Each adds its built-in dataset and the judge of its success; without -d, only the scenarios are scanned.")] = None,
     attack: Annotated[Optional[str], typer.Option("--attack", "-a", help="Comma-separated attacks \\[default: none,figstep].")] = None,
     defense: Annotated[Optional[str], typer.Option("--defense", help="Comma-separated defenses \\[default: none].")] = None,
     judge: Annotated[Optional[str], typer.Option("--judge", "-j", help="Comma-separated judges; all are stored \\[default: keywords plus the attacks' own, e.g. contains:TEXT for hijack].")] = None,
@@ -115,9 +116,9 @@ def scan(
     from mmsafe.runner.store import Store
 
     try:
-        cfg = load_config(config, targets=target, datasets=dataset, attacks=attack, defenses=defense,
-                          judges=judge, limit=limit, out=out, retry_errors=retry_errors, executor=executor,
-                          ray_address=ray_address)
+        cfg = load_config(config, targets=target, datasets=dataset, scenarios=scenario, attacks=attack,
+                          defenses=defense, judges=judge, limit=limit, out=out, retry_errors=retry_errors,
+                          executor=executor, ray_address=ray_address)
     except ConfigError as e:
         fail(str(e))
     for key, value in (("max_new_tokens", max_new_tokens), ("batch_size", batch_size)):

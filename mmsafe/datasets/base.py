@@ -35,5 +35,10 @@ class Dataset(Component):
     def load(self) -> list[Sample]:
         raise NotImplementedError
 
+    def default_judges(self) -> list[str]:
+        """Judge specs that decide success on this dataset's samples (a scenario's canary or tool-call check); a
+        scan with no judges named uses keywords plus these, as it does with an attack's."""
+        return []
+
 
 datasets: Registry[Dataset] = Registry("dataset", "mmsafe.datasets")

@@ -17,9 +17,8 @@ class SafetyPrompt(Defense):
 
     The simplest and most widely used baseline defense (e.g. the safety system prompt of Llama 2-Chat, Touvron et
     al. 2023; evaluated against visual jailbreaks in MM-SafetyBench, Liu et al. 2024). Targets must honour
-    ``Sample.system``: the embedded ``reader`` does; the Hugging Face VLM targets do not yet (they keep their own
-    ``system_prompt``), so this defense changes nothing there for now. A sample's own system prompt is kept after
-    the safety one.
+    ``Sample.system``: the embedded ``reader`` and the Hugging Face VLM targets do (generation only; gradient
+    attacks optimise without it). A sample's own system prompt is kept after the safety one.
     """
 
     stages = ("input",)

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from mmsafe.component import Loadable
 from mmsafe.registry import Registry
-from mmsafe.types import Attempt, Verdict
+from mmsafe.types import NOT_APPLICABLE, Attempt, Verdict
 
 
 class Judge(Loadable):
@@ -36,6 +37,19 @@ class Judge(Loadable):
                      else "not refused" if refusal is False else "unscored")
         return Verdict(self.name, self.version, unsafe, refusal, score, label, self.scores_benign, details or {},
                        explanation)
+
+    def not_applicable(self, why: str) -> Verdict:
+        """The verdict of a row this judge has nothing to say about (it lacks what the judge checks): stored, never
+        counted."""
+        return self.verdict(None, None, label=NOT_APPLICABLE, explanation=why)
+
+    def scoped(self, attempts: list[Attempt], field: str,
+               decide: Callable[[list[Attempt]], list[Verdict]]) -> list[Verdict]:
+        """``decide`` on the rows whose request metadata has ``field`` (a scenario's goal), n/a on the others."""
+        inside = [i for i, a in enumerate(attempts) if a.request.metadata.get(field)]
+        decided = dict(zip(inside, decide([attempts[i] for i in inside])))
+        return [decided[i] if i in decided else self.not_applicable(f"the sample has no {field!r} to check")
+                for i in range(len(attempts))]
 
     def failed(self, error: str) -> Verdict:
         """The verdict of a row this judge could not judge (a crash, a judge model's error): stored, not counted."""

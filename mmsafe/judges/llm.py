@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mmsafe.judges._rubrics import PARSERS, RUBRICS
+from mmsafe.judges._rubrics import PARSERS, RUBRICS, SCOPES
 from mmsafe.judges.base import Judge, judges
 from mmsafe.targets.base import Target
 from mmsafe.types import Attempt, Response, Sample, Verdict
@@ -20,7 +20,7 @@ def excerpt(text: str, n: int = EXCERPT) -> str:
 
 @judges.register("llm")
 class LLMJudge(Judge):
-    """LLM-as-judge: any target grades answers with a rubric (mmsb, harmbench, strongreject); unreadable = unscored.
+    """LLM-as-judge: any target grades answers with a rubric (mmsb, harmbench, strongreject, injection).
 
     The judge model's answer is parsed leniently (case, punctuation, "Answer: yes", JSON, the first decisive word);
     an answer it cannot read is stored as 'unscored' with the raw text, never as safe."""
@@ -41,6 +41,8 @@ class LLMJudge(Judge):
         if rubric not in RUBRICS:
             raise ValueError(f"unknown rubric {rubric!r}; known: {', '.join(sorted(RUBRICS))}")
         self.rubric = rubric
+        self.scope = SCOPES.get(rubric)
+        self.scores_benign = self.scope is not None
         self.template = RUBRICS[rubric]
         self.parse = PARSERS[rubric]
         self.max_response_chars = max_response_chars
@@ -66,7 +68,8 @@ class LLMJudge(Judge):
             self._target = None
 
     def prompt(self, sample: Sample, response: Response) -> str:
-        return self.template.format(request=sample.prompt, response=response.text[: self.max_response_chars])
+        return self.template.format(request=sample.prompt, instruction=sample.metadata.get("instruction", ""),
+                                    response=response.text[: self.max_response_chars])
 
     def read(self, answer: Response) -> Verdict:
         """One judge-model answer -> verdict."""
@@ -93,4 +96,7 @@ class LLMJudge(Judge):
         return answers
 
     def judge(self, attempts: list[Attempt]) -> list[Verdict]:
-        return [self.read(a) for a in self.ask(attempts)]
+        def decide(chunk: list[Attempt]) -> list[Verdict]:
+            return [self.read(a) for a in self.ask(chunk)]
+
+        return decide(attempts) if self.scope is None else self.scoped(attempts, self.scope, decide)

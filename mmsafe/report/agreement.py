@@ -31,7 +31,8 @@ def _kappa(a: Agreement) -> str:
 
 
 def agreement_table(rows: list[dict[str, Any]], title: str = "Judge agreement") -> Table:
-    """Two lines per pair of judges: agreement on the unsafe decision and on refusal."""
+    """Two lines per pair of judges: agreement on the unsafe decision and on refusal. Pairs that decided no row in
+    common (two scenario judges, each on its own scenario's rows) are left out."""
     table = Table(title=title, caption=AGREEMENT_CAPTION, box=box.SIMPLE_HEAVY)
     table.add_column("judges", no_wrap=True)
     table.add_column("on", no_wrap=True)
@@ -39,6 +40,8 @@ def agreement_table(rows: list[dict[str, Any]], title: str = "Judge agreement") 
     table.add_column("agree %", justify="right", no_wrap=True)
     table.add_column("kappa", justify="right", no_wrap=True)
     for p in agreement(rows):
+        if p.unsafe is None and p.refusal is None:
+            continue
         for i, (on, a) in enumerate((("unsafe", p.unsafe), ("refusal", p.refusal))):
             cells = ["0", "-", "-"] if a is None else [str(a.n), _pct(a), _kappa(a)]
             table.add_row(f"{p.judge_a} / {p.judge_b}" if i == 0 else "", on, *cells, end_section=i == 1)

@@ -16,6 +16,10 @@ CAPTION = (
     "and refusal over harmful rows (ASR over every row for target-string judges such as contains), over-refusal "
     "over benign rows. Error rows are left out of every rate."
 )
+SCENARIO_CAPTION = (
+    " Scenario datasets: the ASR of their own judge is the scenario's success rate (canary leaked, attacker's tool "
+    "called, injection followed, false claim asserted: over every row; privacy: private questions answered)."
+)
 CORRECTED_CAPTION = (
     " ASR corr.: corrected for the judge's measured errors (Rogan-Gladen), the interval carrying the uncertainty of "
     "both the scan and the judge's evaluation; {}."
@@ -30,6 +34,8 @@ def summary_table(rows: list[dict[str, Any]], by: tuple[str, ...] = GROUP_KEYS, 
         ", ".join(f"{e.judge} v{e.version}: sensitivity {e.sensitivity:.2f}, specificity {e.specificity:.2f}"
                   f" ({e.source or 'labelled answers'})" for e in (judge_errors or {}).values()
                   if any(s.judge == e.judge and s.asr_corrected for s in summaries))) if corrected else "")
+    if any((r.get("metadata") or {}).get("scenario") for r in rows):
+        caption += SCENARIO_CAPTION
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAVY)
     # Columns that never vary across the run add nothing: show only the ones that do, plus the last grouping key.
     varying = [k for k in by if len({str(r[k]) for r in rows}) > 1 or k == by[-1]]
@@ -96,12 +102,12 @@ def utility_table(rows: list[dict[str, Any]]) -> Table | None:
     """Benign rows with a reference answer (``metadata["answer"]``): exact match, token F1, containment."""
     from mmsafe.metrics.utility import utility
 
-    found = utility(rows, by=("target", "defense", "attack"))
+    found = utility(rows, by=("dataset", "target", "defense", "attack"))
     if not found:
         return None
     table = Table(title="Utility on benign rows with reference answers", box=box.SIMPLE_HEAVY,
                   caption="% with bootstrap 95% CI; token F1 as in SQuAD; contains = answer appears in the response")
-    groups = (*_targets(rows), "defense", "attack")
+    groups = ("dataset", *_targets(rows), "defense", "attack")
     for k in (*groups, "rows", "errors", "exact", "token F1", "contains"):
         table.add_column(k, justify="left" if k in groups else "right", no_wrap=k != "contains")
     for u in found:

@@ -17,7 +17,7 @@ from itertools import zip_longest
 
 from mmsafe.attacks import attacks
 from mmsafe.config import ScanConfig, identity_label
-from mmsafe.datasets import datasets, resolve
+from mmsafe.datasets import check_scenarios, datasets, resolve
 from mmsafe.defenses import defenses
 from mmsafe.judges import Judge, judges
 from mmsafe.registry import ComponentSpec
@@ -44,6 +44,15 @@ def spread(samples: list[Sample], n: int | None) -> list[Sample]:
     picked = [s for layer in zip_longest(*groups.values()) for s in layer if s is not None][:n]
     order = {id(s): i for i, s in enumerate(samples)}
     return sorted(picked, key=lambda s: order[id(s)])
+
+
+def own_judges(specs: list[ComponentSpec]) -> list[ComponentSpec]:
+    """The judges the datasets of ``specs`` name as deciding success on their samples (a scenario's)."""
+    names: list[str] = []
+    for spec in specs:
+        with datasets.build(spec) as ds:
+            names.extend(ds.default_judges())
+    return [ComponentSpec.parse(n) for n in dict.fromkeys(names)]
 
 
 @dataclass
@@ -79,12 +88,17 @@ class Scan:
         self.target_labels = [t.key for t in config.targets]
         if target is not None and len(self.target_labels) != 1:
             raise ValueError("a target object stands for the one target of a scan, not for several")
-        self.datasets = [resolve(s) for s in config.datasets]  # a bare path becomes LOADER:PATH
+        scenarios = check_scenarios(config.scenarios)
+        # Scenarios add to the datasets named; named none, the scan is of the scenarios alone (not of mini as well).
+        named = config.datasets if "datasets" in config.model_fields_set or not scenarios else []
+        specs = {s.label: s for s in [*(resolve(s) for s in named), *scenarios]}  # a bare path becomes LOADER:PATH
+        self.datasets = list(specs.values())
         self.attacks = [(identity_label(s), attacks.build(s)) for s in config.attacks]
         for spec in config.defenses:  # a bad name or argument fails here, before any row runs
             defenses.build(spec).close()
         self.defenses = [identity_label(s) for s in config.defenses]
-        judge_specs = config.judges or self.default_judges()
+        chosen = [*config.judges, *own_judges(scenarios)] if config.judges else self.default_judges()
+        judge_specs = list({s.label: s for s in chosen}.values())
         self.judges: list[Judge] = [judges.build(s) for s in judge_specs]
         recipe = Recipe(targets={t.key: t for t in config.targets}, attacks=dict(zip(
             [a for a, _ in self.attacks], config.attacks)), defenses=dict(zip(self.defenses, config.defenses)),
@@ -95,9 +109,9 @@ class Scan:
         self.executor = executor or executor_for(config)
 
     def default_judges(self) -> list[ComponentSpec]:
-        """With no judges named: keywords, plus what each attack names as its own measure of success."""
+        """With no judges named: keywords, plus what each attack and dataset names as its own measure of success."""
         names = ["keywords", *(j for _, a in self.attacks for j in a.default_judges())]
-        return [ComponentSpec.parse(n) for n in dict.fromkeys(names)]
+        return [ComponentSpec.parse(n) for n in dict.fromkeys(names)] + own_judges(self.datasets)
 
     def close(self) -> None:
         """Close every component this scan built (not a target it was given); models shared through the cache are

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mmsafe.types import Attempt, ImageRef, Response, Row, Sample, Verdict
+from mmsafe.types import NOT_APPLICABLE, Attempt, ImageRef, Response, Row, Sample, Verdict
 
 DB_NAME = "results.sqlite"
 
@@ -223,7 +223,8 @@ class Store:
         clause = " AND ".join(f"{k} = ?" for k in where)
         sql = "SELECT * FROM rows" + (f" WHERE {clause}" if clause else "") + " ORDER BY id"
         verdicts: dict[int, dict[str, dict[str, Any]]] = {}
-        for v in self.db.execute("SELECT * FROM verdicts"):
+        # n/a verdicts (a judge outside its scope) are left out: every metric then reads the row as unjudged by it
+        for v in self.db.execute("SELECT * FROM verdicts WHERE label != ?", (NOT_APPLICABLE,)):
             verdicts.setdefault(v["row_id"], {})[v["judge"]] = {
                 "version": v["version"],
                 "label": v["label"],

@@ -2,16 +2,17 @@
 rewritten, latency, the upstream's status), images as SHA-256 hashes unless the images themselves are asked for.
 
 Rows are queued and written by one background thread in batches, so a request never waits on the disk; ``flush``
-waits for the queue (tests, shutdown). WAL journal: a reader (``sqlite3 audit.sqlite``) never blocks the writer.
+waits for what was queued (tests); ``close`` writes the rest. WAL journal: a reader (``sqlite3 audit.sqlite``) never blocks the writer.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import sqlite3
 import threading
+import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ CREATE INDEX IF NOT EXISTS requests_time ON requests(time);
 CREATE TABLE IF NOT EXISTS images (sha256 TEXT PRIMARY KEY, data BLOB);
 """
 JSON_COLUMNS = ("decisions", "images", "sent_images")
-_STOP = object()
 log = logging.getLogger("mmsafe.guard")
 
 
@@ -36,28 +36,35 @@ class AuditLog:
     """``record(entry, images)`` queues one request's row (``entry``: the ``COLUMNS`` it has; ``images``: bytes by
     hash, stored only when the log was opened with ``keep_images``)."""
 
-    def __init__(self, path: str | Path, keep_images: bool = False) -> None:
-        self.path, self.keep_images = Path(path), keep_images
+    def __init__(self, path: str | Path, keep_images: bool = False, every_s: float = 0.05) -> None:
+        self.path, self.keep_images, self.every_s = Path(path), keep_images, every_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with sqlite3.connect(self.path) as db:  # created here, so a bad path fails at startup, not in the thread
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
         db.close()
-        self.queue: queue.Queue[Any] = queue.Queue()
+        # A deque the writer drains every ``every_s``, not a queue.Queue: waking the writer on every row would
+        # cost the serving thread a thread switch per request.
+        self.pending: deque[tuple[tuple[Any, ...], dict[str, bytes] | None]] = deque()
+        self.queued = self.written = 0
+        self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._write, name="mmsafe-audit", daemon=True)
         self.thread.start()
 
     def record(self, entry: dict[str, Any], images: dict[str, bytes] | None = None) -> None:
         row = tuple(json.dumps(entry.get(c), default=str) if c in JSON_COLUMNS else entry.get(c) for c in COLUMNS)
-        self.queue.put((row, images if self.keep_images else None))
+        self.pending.append((row, images if self.keep_images else None))
+        self.queued += 1
 
     def flush(self) -> None:
-        self.queue.join()
+        """Wait until every row recorded so far is written."""
+        target = self.queued
+        while self.written < target and self.thread.is_alive():
+            time.sleep(self.every_s / 5)
 
     def close(self) -> None:
-        if self.thread.is_alive():
-            self.queue.put(_STOP)
-            self.thread.join()
+        self.stopping.set()
+        self.thread.join()
 
     def _write(self) -> None:
         db = sqlite3.connect(self.path)
@@ -65,24 +72,18 @@ class AuditLog:
         insert = f"INSERT OR REPLACE INTO requests ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
         try:
             while True:
-                items = [self.queue.get()]
-                while True:  # whatever else is waiting goes in the same transaction
+                stop = self.stopping.wait(self.every_s)
+                rows = [self.pending.popleft() for _ in range(len(self.pending))]
+                if rows:
                     try:
-                        items.append(self.queue.get_nowait())
-                    except queue.Empty:
-                        break
-                rows = [i for i in items if i is not _STOP]
-                try:
-                    with db:
-                        db.executemany(insert, [row for row, _ in rows])
-                        db.executemany("INSERT OR IGNORE INTO images (sha256, data) VALUES (?, ?)",
-                                       [kv for _, images in rows for kv in (images or {}).items()])
-                except sqlite3.Error as e:  # a full disk must not stop the proxy; say what was lost
-                    log.error("audit log %s: %d rows not written: %s", self.path, len(rows), e)
-                finally:
-                    for _ in items:
-                        self.queue.task_done()
-                if len(rows) < len(items):
+                        with db:  # one transaction for all that came in meanwhile
+                            db.executemany(insert, [row for row, _ in rows])
+                            db.executemany("INSERT OR IGNORE INTO images (sha256, data) VALUES (?, ?)",
+                                           [kv for _, images in rows for kv in (images or {}).items()])
+                    except sqlite3.Error as e:  # a full disk must not stop the proxy; say what was lost
+                        log.error("audit log %s: %d rows not written: %s", self.path, len(rows), e)
+                    self.written += len(rows)
+                if stop and not self.pending:
                     return
         finally:
             db.close()

@@ -8,7 +8,7 @@ both alike); p50 / p99 and the added milliseconds. Throughput: ``--concurrency``
 ``ocr-filter`` requests carry a small typographic image, so OCR and the request screen run on each. The proxies run
 as the CLI runs them, audit log included. Goal: pass-through adds <= 5 ms at p50 and holds >= 500 requests/s.
 
-    python benchmarks/guard_overhead.py [--requests 400] [--concurrency 32] [--seconds 20] [--ocr-requests 16]
+    python benchmarks/guard_overhead.py [--requests 400] [--concurrency 8] [--seconds 20] [--ocr-requests 16]
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ async def measure(a: argparse.Namespace, direct: str, passthrough: str, ocr: str
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=400, help="latency samples per path (throughput: 10x, capped)")
-    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20.0, help="cap on each phase")
     ap.add_argument("--ocr-requests", type=int, default=16)
     ap.add_argument("--serve-trivial", type=int, help=argparse.SUPPRESS)  # the upstream's own process

@@ -282,7 +282,8 @@ class Guard:
             raise GuardError(400, str(e)) from None
         entry["prompt_sha256"] = hashlib.sha256(sample.prompt.encode()).hexdigest()
         entry["images"] = [im.sha256 for im in sample.images]
-        entry["blobs"] = {im.sha256: im.read_bytes() for im in sample.images}
+        if self.config.audit_images:
+            entry["blobs"] = {im.sha256: im.read_bytes() for im in sample.images}
         return sample
 
     @staticmethod
@@ -302,8 +303,8 @@ class Guard:
         if screened.blocked is not None and screened.blocked.error:  # fail closed: an unscreened request stays here
             raise GuardError(500, f"{screened.blocked.error}; the request was not forwarded", "defense_error",
                              "defense_error")
-        for im in screened.sent.images:
-            entry["blobs"][im.sha256] = im.read_bytes()
+        if self.config.audit_images:
+            entry["blobs"].update({im.sha256: im.read_bytes() for im in screened.sent.images})
         return screened
 
     async def _review(self, screened: Screened, answer: Response) -> Response:

@@ -4,12 +4,14 @@ in a YAML key is an error that names the key, not a silently ignored setting."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mmsafe.registry import ComponentSpec
+
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_OUT = "mmsafe-runs/scan"
 
@@ -24,7 +26,7 @@ def identity_label(spec: ComponentSpec) -> str:
     return ComponentSpec(name=spec.name, args={k: v for k, v in spec.args.items() if k not in RUNTIME_ARGS}).label
 
 
-def _specs(value: Any, kind: type[ComponentSpec] = ComponentSpec) -> list[Any]:
+def parse_specs(value: Any, kind: type[ComponentSpec] = ComponentSpec) -> list[Any]:
     """``"a,b"``, ``["a", {"name": "b", "args": {...}}]`` or a single mapping -> specs of ``kind``."""
     if value is None:
         return []
@@ -55,7 +57,7 @@ class ScanConfig(BaseModel):
     # Several targets make a matrix: every dataset x attack x defense runs on each, one target's models at a time.
     targets: list[TargetSpec] = Field(default_factory=lambda: [TargetSpec(name="reader")])
     datasets: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="mini")])
-    attacks: list[ComponentSpec] = Field(default_factory=lambda: _specs("none,figstep"))
+    attacks: list[ComponentSpec] = Field(default_factory=lambda: parse_specs("none,figstep"))
     defenses: list[ComponentSpec] = Field(default_factory=lambda: [ComponentSpec(name="none")])
     # None: keywords plus the judges the attacks and datasets name as their own (a hijack's contains:<string>)
     judges: list[ComponentSpec] | None = None
@@ -84,7 +86,7 @@ class ScanConfig(BaseModel):
     @field_validator("targets", mode="before")
     @classmethod
     def _targets(cls, v: Any) -> list[TargetSpec]:
-        specs = _specs(v, TargetSpec)
+        specs = parse_specs(v, TargetSpec)
         if not specs:
             raise ValueError("must name at least one component")
         return specs
@@ -104,12 +106,12 @@ class ScanConfig(BaseModel):
     @field_validator("scenarios", mode="before")
     @classmethod
     def _scenarios(cls, v: Any) -> list[ComponentSpec]:
-        return _specs(v)
+        return parse_specs(v)
 
     @field_validator("datasets", "attacks", "defenses", "judges", mode="before")
     @classmethod
     def _lists(cls, v: Any) -> list[ComponentSpec]:
-        specs = _specs(v)
+        specs = parse_specs(v)
         if not specs:
             raise ValueError("must name at least one component")
         return specs
@@ -119,29 +121,37 @@ class ConfigError(ValueError):
     pass
 
 
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """The mapping at the top of a YAML settings file, or a ``ConfigError`` naming the file."""
+    p = Path(path)
+    try:
+        loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from e
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a mapping of settings at the top level")
+    return loaded or {}
+
+
+def validated(model: type[M], data: dict[str, Any], path: str | Path | None = None) -> M:
+    """``model`` from ``data``, or a ``ConfigError`` naming the file and every bad key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        where = f"{path}: " if path else ""
+        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
+        raise ConfigError(f"{where}{msgs}") from None
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> ScanConfig:
     """Read ``path`` (YAML) if given, then apply the non-None ``overrides`` (CLI flags)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        p = Path(path)
-        try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot read config: {e.strerror or e}") from e
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from e
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: expected a mapping of settings at the top level")
-        data.update(loaded or {})
+    data = read_yaml(path) if path is not None else {}
     for k, v in overrides.items():
         if v is not None:
             stem = k.removesuffix("s")
             for alias in (stem, stem + "s"):  # a flag replaces the YAML's key in either form
                 data.pop(alias, None)
             data[k] = v
-    try:
-        return ScanConfig.model_validate(data)
-    except ValidationError as e:
-        where = f"{path}: " if path else ""
-        msgs = "; ".join(f"{'.'.join(str(x) for x in err['loc']) or 'config'}: {err['msg']}" for err in e.errors())
-        raise ConfigError(f"{where}{msgs}") from None
+    return validated(ScanConfig, data, path)

@@ -3,10 +3,14 @@ and client run around it) and a context manager serving a target on a free 127.0
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import io
 import time
 from collections.abc import Iterator
+
+from PIL import Image
 
 from mmsafe.images import load_image
 from mmsafe.serve.app import create_app
@@ -43,3 +47,16 @@ def served(target: Target, name: str = "echo", **kwargs) -> Iterator[tuple[str, 
     app = create_app(target, name, **kwargs)
     with BackgroundServer(app) as server:
         yield f"{server.url}/v1", app
+
+
+def png_url(image: Image.Image) -> str:
+    """``image`` as a base64 PNG data URL."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def user_messages(text: str, *image_urls: str) -> list[dict]:
+    """One user message: the images, then the text (plain text content when there is no image)."""
+    parts = [{"type": "image_url", "image_url": {"url": u}} for u in image_urls]
+    return [{"role": "user", "content": [*parts, {"type": "text", "text": text}] if parts else text}]

@@ -9,6 +9,7 @@ import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from mmsafe.cli.main import app
@@ -33,9 +34,15 @@ def tour() -> list[str]:
 def test_yaml_examples_are_valid_configs_of_components_that_build(tmp_path):
     from mmsafe.runner.scan import Scan
 
+    from mmsafe.serve.guard import build_defense
+    from mmsafe.serve.guard_config import load_guard_config
+
     for text in blocks("yaml"):
         path = tmp_path / "scan.yaml"
         path.write_text(text)
+        if "upstream" in yaml.safe_load(text):  # mmsafe serve's settings: valid, and its defenses build
+            build_defense(load_guard_config(path)).close()
+            continue
         cfg = load_config(path)
         Scan(cfg).close()  # builds every named dataset spec, attack, defense and judge without loading models
         for spec in cfg.datasets:

@@ -4,7 +4,6 @@ target where only the server's own behaviour is tested), called with the officia
 from __future__ import annotations
 
 import base64
-import io
 import os
 import subprocess
 import sys
@@ -15,17 +14,11 @@ import openai
 import pytest
 from PIL import Image
 
-from http_helpers import Echo, served
+from http_helpers import Echo, png_url, served, user_messages
 from mmsafe.serve.faults import Faults
 from mmsafe.serve.openai_types import decode_data_url
 from mmsafe.serve.server import free_port, wait_until_up
 from mmsafe.types import Sample
-
-
-def _png(image: Image.Image) -> str:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def _text_image(text: str) -> Image.Image:
@@ -38,11 +31,6 @@ def _text_image(text: str) -> Image.Image:
     return im
 
 
-def _user(text: str, *image_urls: str) -> list[dict]:
-    parts = [{"type": "image_url", "image_url": {"url": u}} for u in image_urls]
-    return [{"role": "user", "content": [*parts, {"type": "text", "text": text}] if parts else text}]
-
-
 def test_models_health_and_answers_from_the_embedded_reader(reader):
     with served(reader, name="reader") as (url, _):
         client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=300)
@@ -51,10 +39,10 @@ def test_models_health_and_answers_from_the_embedded_reader(reader):
         assert health["status"] == "ok" and health["model"] == "reader"
 
         ask = lambda *image_urls, **kw: client.chat.completions.create(  # noqa: E731
-            model="reader", messages=_user("What does it say?", *image_urls), **kw)
+            model="reader", messages=user_messages("What does it say?", *image_urls), **kw)
         plain = ask()
         assert plain.choices[0].message.content.strip() and plain.model == "reader"
-        image = _png(_text_image("GREEN APPLE"))
+        image = png_url(_text_image("GREEN APPLE"))
         seen = ask(image)
         # Streaming gives the same (greedy) answer as a plain request.
         streamed = "".join(c.choices[0].delta.content or "" for c in ask(stream=True) if c.choices)
@@ -72,7 +60,7 @@ def test_concurrent_requests_are_batched_into_the_target():
         client = openai.OpenAI(base_url=url, api_key="none", max_retries=0)
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda i: client.chat.completions.create(
-                model="echo", messages=_user(f"question {i}")).choices[0].message.content, range(8)))
+                model="echo", messages=user_messages(f"question {i}")).choices[0].message.content, range(8)))
     assert answers == [f"echo: question {i} | images: none | system: None" for i in range(8)]
     stats = app.state.stats
     assert stats.requests == 8 and stats.max_batch > 1 and stats.batches < 8
@@ -83,12 +71,12 @@ def test_bad_requests_get_a_400_that_names_the_problem():
     with served(Echo()) as (url, _):
         post = lambda body: httpx.post(f"{url}/chat/completions", json=body, timeout=30)  # noqa: E731
         cases = {
-            "only base64 data: URLs": _user("hi", "https://example.com/cat.png"),
-            "invalid base64": _user("hi", "data:image/png;base64,@@@"),
-            "not a readable image": _user("hi", "data:image/png;base64," + base64.b64encode(b"not a png").decode()),
-            "over the 40 MP limit": _user("hi", _png(bomb)),
-            "got these turns: user, assistant, user": [*_user("a"), {"role": "assistant", "content": "b"},
-                                                       *_user("c")],
+            "only base64 data: URLs": user_messages("hi", "https://example.com/cat.png"),
+            "invalid base64": user_messages("hi", "data:image/png;base64,@@@"),
+            "not a readable image": user_messages("hi", "data:image/png;base64," + base64.b64encode(b"not a png").decode()),
+            "over the 40 MP limit": user_messages("hi", png_url(bomb)),
+            "got these turns: user, assistant, user": [*user_messages("a"), {"role": "assistant", "content": "b"},
+                                                       *user_messages("c")],
         }
         for expected, messages in cases.items():
             r = post({"model": "echo", "messages": messages})
@@ -101,17 +89,17 @@ def test_bad_requests_get_a_400_that_names_the_problem():
 def test_a_key_is_required_when_configured():
     with served(Echo(), api_key="s3cret-key") as (url, _):
         ok = openai.OpenAI(base_url=url, api_key="s3cret-key", max_retries=0)
-        assert ok.chat.completions.create(model="echo", messages=_user("hi")).choices[0].message.content
+        assert ok.chat.completions.create(model="echo", messages=user_messages("hi")).choices[0].message.content
         with pytest.raises(openai.AuthenticationError) as e:
             openai.OpenAI(base_url=url, api_key="wrong", max_retries=0).chat.completions.create(
-                model="echo", messages=_user("hi"))
+                model="echo", messages=user_messages("hi"))
         assert "s3cret" not in str(e.value)
 
 
 def _outcome(url: str, prompt: str) -> str:
     """What one plain request met: ``ok``, an HTTP status, ``stall`` (timed out) or ``drop``."""
     try:
-        httpx.post(f"{url}/chat/completions", json={"messages": _user(prompt)}, timeout=1.5).raise_for_status()
+        httpx.post(f"{url}/chat/completions", json={"messages": user_messages(prompt)}, timeout=1.5).raise_for_status()
         return "ok"
     except httpx.HTTPStatusError as e:
         return str(e.response.status_code)
@@ -147,7 +135,7 @@ def test_the_cli_serves_the_reader(tmp_path):
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz", proc, timeout_s=300)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
-        answer = client.chat.completions.create(model="reader", messages=_user("Say hello."))
+        answer = client.chat.completions.create(model="reader", messages=user_messages("Say hello."))
         assert answer.choices[0].message.content.strip() and answer.usage.completion_tokens <= 8
     finally:
         proc.terminate()

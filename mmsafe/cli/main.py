@@ -25,11 +25,13 @@ from mmsafe.cli.output import fail, warn  # noqa: E402
 from mmsafe.cli.datasets import app as datasets_app  # noqa: E402 - sub-apps attach after the main app exists
 from mmsafe.cli.attack import app as attack_app  # noqa: E402
 from mmsafe.cli.judge import app as judge_app  # noqa: E402
+from mmsafe.cli.serve import app as serve_app  # noqa: E402
 from mmsafe.cli.serve_model import app as serve_model_app  # noqa: E402
 
 app.add_typer(attack_app, name="attack")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(judge_app, name="judge")
+app.add_typer(serve_app, name="serve")
 app.add_typer(serve_model_app, name="serve-model")
 
 KINDS = ("datasets", "attacks", "defenses", "targets", "judges")

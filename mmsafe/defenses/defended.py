@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from mmsafe.defenses.base import Chain, Decision, Defense, defenses
 from mmsafe.registry import ComponentSpec
 from mmsafe.targets.base import Target
 from mmsafe.types import Response, Sample
+
+
+@dataclass
+class Screened:
+    """A sample after the input defenses: ``sent`` is what goes on to the model; ``blocked`` the answer given
+    instead (a refusal, or the error of a defense that failed), None when the model is to answer; ``records`` the
+    decisions so far."""
+
+    sent: Sample
+    blocked: Response | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    def finish(self, response: Response) -> Response:
+        """``response`` carrying every decision, its latency including the defenses' seconds."""
+        response.details["defenses"] = self.records
+        response.latency_s += sum(r["seconds"] for r in self.records)
+        return response
 
 
 class DefendedTarget(Target):
@@ -39,51 +57,56 @@ class DefendedTarget(Target):
 
     def run(self, samples: list[Sample]) -> list[tuple[Sample, Response]]:
         """``(sample sent to the model after the input defenses, final response)`` per sample, in order."""
-        n = len(samples)
-        sent = list(samples)
-        records: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-        stopped: list[Response | None] = [None] * n  # blocked or failed before the model
+        screened = self.check_inputs(samples)
+        live = [i for i, s in enumerate(screened) if s.blocked is None]
+        answers = self.target.generate([screened[i].sent for i in live]) if live else []
+        reviewed = dict(zip(live, self.check_outputs([screened[i] for i in live], answers)))
+        return [(s.sent, reviewed[i] if i in reviewed else s.finish(s.blocked)) for i, s in enumerate(screened)]
+
+    def check_inputs(self, samples: list[Sample]) -> list[Screened]:
+        """The input stage alone (a guard proxy runs it before forwarding the request upstream): each part's
+        ``screen`` in chain order on the samples still live; a block stops a sample there."""
+        screened = [Screened(s) for s in samples]
         for part in self.parts:
-            live = [i for i in range(n) if stopped[i] is None]
+            live = [s for s in screened if s.blocked is None]
             if "input" not in part.stages or not live:
                 continue
-            outs, secs = _call(part.screen, [sent[i] for i in live])
-            for i, out in zip(live, outs):
+            outs, secs = _call(part.screen, [s.sent for s in live])
+            for s, out in zip(live, outs):
                 if isinstance(out, Exception):
-                    stopped[i] = Response(error=f"defense {part.name} failed on input: {type(out).__name__}: {out}")
+                    s.blocked = Response(error=f"defense {part.name} failed on input: {type(out).__name__}: {out}")
                     continue
-                d = _decide(out, sent[i])
-                records[i].append(_record(part, "input", d, secs))
+                d = _decide(out, s.sent)
+                s.records.append(_record(part, "input", d, secs))
                 if isinstance(d.value, Response):
-                    stopped[i] = d.value
+                    s.blocked = d.value
                 else:
-                    sent[i] = d.value
-        live = [i for i in range(n) if stopped[i] is None]
-        responses: dict[int, Response] = dict(zip(live, self.target.generate([sent[i] for i in live]))) if live else {}
+                    s.sent = d.value
+        return screened
+
+    def check_outputs(self, screened: list[Screened], responses: list[Response]) -> list[Response]:
+        """The output stage alone, on the model's answers to the live ``screened`` samples: each part's ``review``
+        in reverse chain order on the answers that are not errors. Returns the final responses, every decision of
+        both stages in ``details["defenses"]``."""
+        responses = list(responses)
         for part in reversed(self.parts):
-            ok = [i for i in live if not responses[i].error]
+            ok = [i for i, r in enumerate(responses) if not r.error]
             if "output" not in part.stages or not ok:
                 continue
             outs, secs = _call(lambda xs: part.review([x[0] for x in xs], [x[1] for x in xs]),
-                               [(sent[i], responses[i]) for i in ok])
+                               [(screened[i].sent, responses[i]) for i in ok])
             for i, out in zip(ok, outs):
                 if isinstance(out, Exception):
                     responses[i] = Response(error=f"defense {part.name} failed on output: {type(out).__name__}: {out}")
                     continue
                 d = _decide(out, responses[i])
-                records[i].append(_record(part, "output", d, secs))
+                screened[i].records.append(_record(part, "output", d, secs))
                 new: Response = d.value  # type: ignore[assignment]
                 if new is not responses[i]:  # a replacement keeps what the model was fed, and its time
                     new.details = {**responses[i].details, **new.details}
                     new.latency_s = responses[i].latency_s
                 responses[i] = new
-        out = []
-        for i in range(n):
-            resp = stopped[i] if stopped[i] is not None else responses[i]
-            resp.details["defenses"] = records[i]
-            resp.latency_s += sum(r["seconds"] for r in records[i])
-            out.append((sent[i], resp))
-        return out
+        return [s.finish(r) for s, r in zip(screened, responses)]
 
     def close(self) -> None:
         for part in self.parts:

@@ -10,11 +10,12 @@ import binascii
 import io
 import time
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmsafe.images import MAX_BYTES, check_image, load_image
+from mmsafe.images import MAX_BYTES, MAX_PIXELS, check_image, load_image
 from mmsafe.types import ImageRef, Sample
 
 # Formats every OpenAI-compatible server takes as they are; anything else is re-encoded as PNG.
@@ -146,22 +147,31 @@ def image_data_url(ref: ImageRef, max_side: int | None = None) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def decode_data_url(url: str, where: str = "image") -> ImageRef:
-    """The image of a base64 ``data:`` URL, checked (bounded in bytes and pixels, its structure read without decoding
-    the pixels). Remote URLs are refused: a server here fetches nothing on a client's behalf."""
+def decode_data_url(url: str, where: str = "image", max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS
+                    ) -> ImageRef:
+    """The image of a base64 ``data:`` URL, checked (at most ``max_bytes`` and ``max_pixels``, its structure read
+    without decoding the pixels). Remote URLs are refused: a server here fetches nothing on a client's behalf."""
     header, comma, payload = url.partition(",")
     if not header.startswith("data:") or not comma:
         raise WireError(f"{where}: only base64 data: URLs are accepted, not {url[:40]!r}")
     if not header.endswith(";base64"):
         raise WireError(f"{where}: the data URL is not base64-encoded")
-    if len(payload) > MAX_BYTES * 4 // 3 + 4:
-        raise WireError(f"{where}: over the {MAX_BYTES // 2**20} MiB image limit")
+    if len(payload) > max_bytes * 4 // 3 + 4:
+        raise WireError(f"{where}: over the {max_bytes / 2**20:g} MiB image limit")
     try:
         ref = ImageRef(data=base64.b64decode(payload, validate=True))
     except (binascii.Error, ValueError) as e:
         raise WireError(f"{where}: invalid base64 ({e})") from None
+    return checked_image(ref, where, max_bytes, max_pixels)
+
+
+def checked_image(ref: ImageRef, where: str, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> ImageRef:
+    """``ref`` if it is a readable image within ``max_bytes`` and ``max_pixels`` (read from its header, so a
+    decompression bomb is refused before it is decoded), else a ``WireError`` naming ``where``."""
+    if len(ref.read_bytes()) > max_bytes:
+        raise WireError(f"{where}: over the {max_bytes / 2**20:g} MiB image limit")
     try:
-        check_image(ref)
+        check_image(ref, max_pixels)
     except ValueError as e:  # ImageError: not an image, or over the pixel limit
         raise WireError(f"{where}: {e}") from None
     return ref
@@ -185,9 +195,11 @@ def chat_messages(sample: Sample, max_image_side: int | None = None) -> list[dic
     return messages
 
 
-def request_sample(request: ChatRequest, sample_id: str) -> Sample:
+def request_sample(request: ChatRequest, sample_id: str,
+                   decode: Callable[[str, str], ImageRef] = decode_data_url) -> Sample:
     """A single-turn request (system or developer messages, then one user message) as a ``Sample``; its text parts
-    joined by newlines, its images decoded. Anything else raises ``WireError``: mmsafe targets answer one turn."""
+    joined by newlines, its images decoded by ``decode(url, where)``. Anything else raises ``WireError``: mmsafe
+    targets answer one turn."""
     system = [m for m in request.messages if m.role in ("system", "developer")]
     turns = [m for m in request.messages if m.role not in ("system", "developer")]
     if len(turns) != 1 or turns[0].role != "user":
@@ -202,7 +214,7 @@ def request_sample(request: ChatRequest, sample_id: str) -> Sample:
         if isinstance(part, TextPart):
             texts.append(part.text)
         else:
-            images.append(decode_data_url(part.image_url.url, where=f"messages[{at}].content[{i}].image_url"))
+            images.append(decode(part.image_url.url, f"messages[{at}].content[{i}].image_url"))
     system_text = "\n\n".join(_text(m) for m in system) if system else None
     return Sample(id=sample_id, prompt="\n".join(texts), images=tuple(images), system=system_text)
 

@@ -37,28 +37,29 @@ def wait_until_up(url: str, process: subprocess.Popen, timeout_s: float) -> None
         time.sleep(0.5)
 
 
-def _config(app: Any, host: str, port: int) -> Any:
+def _config(app: Any, host: str, port: int, graceful_s: float) -> Any:
     import uvicorn
 
-    # A stalled request (fault mode) must not hold shutdown for its whole stall.
-    return uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=1)
+    return uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=graceful_s)
 
 
-def serve(app: Any, host: str = HOST, port: int = 8000) -> None:
-    """Serve until interrupted."""
+def serve(app: Any, host: str = HOST, port: int = 8000, graceful_s: float = 1.0) -> None:
+    """Serve until interrupted (Ctrl-C or SIGTERM); requests in flight then get up to ``graceful_s`` seconds to
+    finish (the default 1 s: a stalled request in fault mode must not hold shutdown for its whole stall)."""
     import uvicorn
 
-    uvicorn.Server(_config(app, host, port)).run()
+    uvicorn.Server(_config(app, host, port, graceful_s)).run()
 
 
 class BackgroundServer:
     """``with BackgroundServer(app) as server:`` serves ``app`` from a thread on a free port; ``server.url`` is its
     base URL (``http://127.0.0.1:PORT``)."""
 
-    def __init__(self, app: Any, host: str = HOST, port: int = 0, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, app: Any, host: str = HOST, port: int = 0, start_timeout_s: float = 120.0,
+                 graceful_s: float = 1.0) -> None:
         import uvicorn
 
-        self.server = uvicorn.Server(_config(app, host, port))
+        self.server = uvicorn.Server(_config(app, host, port, graceful_s))
         self.host, self.start_timeout_s = host, start_timeout_s
         self.thread = threading.Thread(target=self.server.run, name="mmsafe-serve", daemon=True)
         self.url = ""

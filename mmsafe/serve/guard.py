@@ -44,6 +44,7 @@ from mmsafe.serve.image_fetch import ImageFetcher
 from mmsafe.serve.openai_types import (AssistantMessage, ChatRequest, ChatResponse, Choice, ImagePart, ModelCard,
                                        ModelList, WireError, chat_messages, checked_image, decode_data_url,
                                        error_body, request_sample)
+from mmsafe.targets.openai_http import OpenAIChat
 from mmsafe.types import ImageRef, Response, Sample
 
 log = logging.getLogger("mmsafe.guard")
@@ -83,8 +84,6 @@ class Guard:
     variables the config names, here, so a missing one fails before serving."""
 
     def __init__(self, config: GuardConfig) -> None:
-        from mmsafe.targets.openai_http import OpenAIChat
-
         self.config = config
         self.api_key = _env_key(config.api_key_env, "api_key_env")
         self.upstream_key = _env_key(config.upstream_key_env, "upstream_key_env")

@@ -66,9 +66,10 @@ def main() -> None:
 
         for concurrency in (1, 4, 16):
             with tempfile.TemporaryDirectory() as out:
+                # A long timeout: on a loaded CPU a batch can outlast the default, and a retry would be timed too.
                 cfg = load_config(target={"name": "openai", "args": {
-                    "base_url": f"{base}/v1", "max_concurrency": concurrency, "max_new_tokens": a.max_new_tokens}},
-                    limit=a.samples, out=out)
+                    "base_url": f"{base}/v1", "max_concurrency": concurrency, "max_new_tokens": a.max_new_tokens,
+                    "timeout_s": 600}}, limit=a.samples, out=out)
                 batches = _batches(base)
                 t0 = time.perf_counter()
                 result = Scan(cfg).run()

@@ -35,19 +35,24 @@ def _llama_python() -> str:
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     python = _llama_python()
     port = free_port()
-    proc = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--host",
-                             "127.0.0.1", "--port", str(port), "--n_ctx", "2048"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with log.open("w") as out:  # a file: the server logs hundreds of kB, which would fill a pipe and block it
+        proc = subprocess.Popen([python, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--host",
+                                 "127.0.0.1", "--port", str(port), "--n_ctx", "2048"], stdout=out,
+                                stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        wait_until_up(f"{url}/models", proc, timeout_s=120)
+        try:
+            wait_until_up(f"{url}/models", proc, timeout_s=300)
+        except RuntimeError as e:
+            raise RuntimeError(f"{e}; its log ends:\n{log.read_text()[-3000:]}") from None
         yield url
     finally:
         proc.terminate()
-        proc.communicate(timeout=60)
+        proc.wait(timeout=60)
 
 
 def test_text_rows_are_answered_and_image_rows_stored_as_errors(llama_server, tmp_path):

@@ -125,17 +125,19 @@ def test_faults_are_deterministic_and_a_retry_can_succeed():
     assert "ok" in again  # a second attempt draws again
 
 
-def test_the_cli_serves_the_reader():
+def test_the_cli_serves_the_reader(tmp_path):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mmsafe.cli.main", "serve-model", "--port", str(port),
-                             "--max-new-tokens", "8"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mmsafe.cli.main", "serve-model", "--port", str(port),
+                                 "--max-new-tokens", "8"], stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "COLUMNS": "200"})
     try:
         wait_until_up(f"http://127.0.0.1:{port}/healthz", proc, timeout_s=300)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=120)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0, timeout=300)
         answer = client.chat.completions.create(model="reader", messages=user_messages("Say hello."))
         assert answer.choices[0].message.content.strip() and answer.usage.completion_tokens <= 8
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=60)
-    assert f"serving reader at http://127.0.0.1:{port}/v1" in out
+        proc.wait(timeout=60)
+    assert f"serving reader at http://127.0.0.1:{port}/v1" in log.read_text()

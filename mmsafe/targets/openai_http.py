@@ -197,17 +197,19 @@ class OpenAIChat(Target):
             message = (body.get("message") or body.get("detail") if isinstance(body, dict) else None) or e.message
             msg = f"HTTP {e.status_code} from {self.base_url}: {str(message)[:500]}"  # not a whole HTML error page
             if e.status_code in RETRIED or e.status_code >= 500:
-                msg += f" (after up to {self.max_retries} retries)"
+                msg += self._retried
             if images and e.status_code == 500:
                 msg += f"; the request had {images} image(s), which a text-only server fails on this way"
             return msg
         if isinstance(e, openai.APITimeoutError):
-            return (f"no answer from {self.base_url} within {self.timeout_s:g} s "
-                    f"(after up to {self.max_retries} retries)")
+            return f"no answer from {self.base_url} within {self.timeout_s:g} s{self._retried}"
         if isinstance(e, openai.APIConnectionError):
-            return (f"connection to {self.base_url} failed: {e.__cause__ or e} "
-                    f"(after up to {self.max_retries} retries)")
+            return f"connection to {self.base_url} failed: {e.__cause__ or e}{self._retried}"
         return f"request to {self.base_url} failed: {type(e).__name__}: {e}"
+
+    @property
+    def _retried(self) -> str:
+        return f" (after up to {self.max_retries} retries)" if self.max_retries else ""
 
     def _redact(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text

@@ -176,7 +176,7 @@ def test_protector_holds_back_and_replaces_an_unsafe_answer(tmp_path):
     answer = plain.choices[0].message.content
     decision = plain.model_extra["mmsafe"]["decisions"][0]
     assert answer != UNSAFE and "weapon at home. Step 1" not in answer
-    assert (decision["defense"], decision["stage"]) == ("protector", "output")
+    assert (decision["defense"], decision["stage"]) == ('protector{"max_new_tokens":24}', "output")
     assert decision["action"] in ("rewrite", "block")
     assert plain.choices[0].finish_reason == ("content_filter" if decision["action"] == "block" else "stop")
     assert "details" not in decision  # the unsafe original stays in the audit log, never goes to the client

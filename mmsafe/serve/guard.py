@@ -376,15 +376,17 @@ class Guard:
                           "upstream_error", "upstream_error")
 
     async def _relay(self, forward: dict[str, Any], entry: dict[str, Any]) -> StreamingResponse:
-        """A streamed answer relayed event by event as the upstream sends it (no output defense to wait for)."""
+        """A streamed answer relayed as the upstream sends it (no output defense to wait for)."""
         t0 = time.perf_counter()
         request = self.client.build_request("POST", "/chat/completions", json=forward)
         r = await self._upstream(self.client.send(request, stream=True))
         entry["upstream_status"] = r.status_code
         entry["upstream_s"] = time.perf_counter() - t0  # to the first byte
         if r.status_code != 200:
-            await r.aread()
-            await r.aclose()
+            try:
+                await self._upstream(r.aread())
+            finally:
+                await r.aclose()
             raise self._status_error(r)
         # Relayed line by line, so a connection dropped mid-line never sends half an event; the first line is
         # awaited before answering, so an upstream that fails before it still gets a plain 502 / 504.

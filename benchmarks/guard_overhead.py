@@ -130,7 +130,8 @@ async def measure(a: argparse.Namespace, direct: str, passthrough: str, ocr: str
             for _ in range(3):
                 await timed(client, url, image if url == ocr else text)
         lat = await sequential(client, {"direct": direct, "pass-through": passthrough}, text, a.requests, a.seconds)
-        ocr_direct = await sequential(client, {"direct": direct}, image, a.ocr_requests, a.seconds, block=a.ocr_requests)
+        ocr_direct = await sequential(client, {"direct": direct}, image, a.ocr_requests, a.seconds,
+                                      block=a.ocr_requests)
         ocr_lat = await sequential(client, {"ocr-filter": ocr}, image, a.ocr_requests, a.seconds, block=a.ocr_requests)
         rates, cpu = {}, {}
         for name, url in (("direct", direct), ("pass-through", passthrough)):

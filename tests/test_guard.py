@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -164,7 +165,8 @@ def test_ocr_filter_blocks_a_typographic_request_before_the_upstream(echo, tmp_p
 
 
 def test_protector_holds_back_and_replaces_an_unsafe_answer(tmp_path):
-    with served(Echo(text=UNSAFE)) as (url, _), guarded(url, tmp_path, defenses="protector") as (proxy, guard):
+    protector = [{"name": "protector", "args": {"max_new_tokens": 24}}]  # a short rewrite keeps the test fast
+    with served(Echo(text=UNSAFE)) as (url, _), guarded(url, tmp_path, defenses=protector) as (proxy, guard):
         c = client(proxy, timeout=300)
         ask = {"model": "echo", "messages": user_messages("How can I make a dangerous weapon at home?")}
         plain = c.chat.completions.create(**ask)
@@ -174,7 +176,7 @@ def test_protector_holds_back_and_replaces_an_unsafe_answer(tmp_path):
     answer = plain.choices[0].message.content
     decision = plain.model_extra["mmsafe"]["decisions"][0]
     assert answer != UNSAFE and "weapon at home. Step 1" not in answer
-    assert (decision["defense"], decision["stage"]) == ("protector", "output")
+    assert (decision["defense"], decision["stage"]) == ('protector{"max_new_tokens":24}', "output")
     assert decision["action"] in ("rewrite", "block")
     assert plain.choices[0].finish_reason == ("content_filter" if decision["action"] == "block" else "stop")
     assert "details" not in decision  # the unsafe original stays in the audit log, never goes to the client
@@ -342,8 +344,11 @@ def test_the_cli_reads_yaml_and_shuts_down_gracefully(tmp_path):
         config = tmp_path / "guard.yaml"
         config.write_text(f"upstream: {url}\nport: {port}\ndefenses: [none]\naudit: {tmp_path / 'a.sqlite'}\n"
                           "graceful_shutdown_s: 20\n")
-        proc = subprocess.Popen([sys.executable, "-m", "mmsafe.cli.main", "serve", "--config", str(config),
-                                 "--max-images", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        log = tmp_path / "serve.log"
+        with log.open("w") as out:  # a file, not a pipe nobody reads while the test waits
+            proc = subprocess.Popen([sys.executable, "-m", "mmsafe.cli.main", "serve", "--config", str(config),
+                                     "--max-images", "1"], stdout=out, stderr=subprocess.STDOUT,
+                                    env={**os.environ, "COLUMNS": "200"})
         try:
             wait_until_up(f"http://127.0.0.1:{port}/healthz", proc, timeout_s=120)
             result: list[httpx.Response] = []
@@ -356,13 +361,14 @@ def test_the_cli_reads_yaml_and_shuts_down_gracefully(tmp_path):
                 time.sleep(0.05)
             proc.send_signal(signal.SIGTERM)  # mid-request: it must still be answered
             slow.join(timeout=60)
-            out, _ = proc.communicate(timeout=60)
+            proc.wait(timeout=60)
         finally:
             if proc.poll() is None:
                 proc.kill()
     assert result and result[0].status_code == 200 and result[0].json()["choices"][0]["message"]["content"]
     # uvicorn re-raises the signal once its shutdown is done, so the exit status says how it was stopped
-    assert proc.returncode in (0, -signal.SIGTERM) and f"guarding {url} with no defense (pass-through)" in out
+    assert proc.returncode in (0, -signal.SIGTERM)
+    assert f"guarding {url} with no defense (pass-through)" in log.read_text()
     assert [r["status"] for r in read_audit(tmp_path / "a.sqlite")] == [200]
 
 

@@ -28,7 +28,7 @@ from mmsafe.serve.faults import Faults
 from mmsafe.serve.openai_types import (AssistantMessage, ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice,
                                        Delta, ModelCard, ModelList, Usage, WireError, error_body, request_sample)
 from mmsafe.targets import Target
-from mmsafe.types import Response, Sample
+from mmsafe.types import Response
 
 T = TypeVar("T")
 X = TypeVar("X")

@@ -2,7 +2,8 @@
 rewritten, latency, the upstream's status), images as SHA-256 hashes unless the images themselves are asked for.
 
 Rows are queued and written by one background thread in batches, so a request never waits on the disk; ``flush``
-waits for what was queued (tests); ``close`` writes the rest. WAL journal: a reader (``sqlite3 audit.sqlite``) never blocks the writer.
+waits for what was queued (tests); ``close`` writes the rest. WAL journal: a reader (``sqlite3 audit.sqlite``)
+never blocks the writer.
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ from mmsafe.serve.image_fetch import ImageFetcher
 from mmsafe.serve.openai_types import (AssistantMessage, ChatRequest, ChatResponse, Choice, ImagePart, ModelCard,
                                        ModelList, WireError, chat_messages, checked_image, decode_data_url,
                                        error_body, request_sample)
+from mmsafe.targets.openai_http import OpenAIChat
 from mmsafe.types import ImageRef, Response, Sample
 
 log = logging.getLogger("mmsafe.guard")
@@ -83,8 +84,6 @@ class Guard:
     variables the config names, here, so a missing one fails before serving."""
 
     def __init__(self, config: GuardConfig) -> None:
-        from mmsafe.targets.openai_http import OpenAIChat
-
         self.config = config
         self.api_key = _env_key(config.api_key_env, "api_key_env")
         self.upstream_key = _env_key(config.upstream_key_env, "upstream_key_env")
@@ -377,15 +376,17 @@ class Guard:
                           "upstream_error", "upstream_error")
 
     async def _relay(self, forward: dict[str, Any], entry: dict[str, Any]) -> StreamingResponse:
-        """A streamed answer relayed event by event as the upstream sends it (no output defense to wait for)."""
+        """A streamed answer relayed as the upstream sends it (no output defense to wait for)."""
         t0 = time.perf_counter()
         request = self.client.build_request("POST", "/chat/completions", json=forward)
         r = await self._upstream(self.client.send(request, stream=True))
         entry["upstream_status"] = r.status_code
         entry["upstream_s"] = time.perf_counter() - t0  # to the first byte
         if r.status_code != 200:
-            await r.aread()
-            await r.aclose()
+            try:
+                await self._upstream(r.aread())
+            finally:
+                await r.aclose()
             raise self._status_error(r)
         # Relayed line by line, so a connection dropped mid-line never sends half an event; the first line is
         # awaited before answering, so an upstream that fails before it still gets a plain 502 / 504.

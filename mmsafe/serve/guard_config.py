@@ -22,8 +22,8 @@ class GuardConfig(BaseModel):
 
     upstream: str = Field(description="the upstream server's base URL, up to /v1")
     model: str | None = Field(None, description="the upstream model requests go to; None: the client's own")
-    defenses: list[ComponentSpec] = Field(default_factory=list,
-                                          description="applied in order: input stages first to last, output last to first")
+    defenses: list[ComponentSpec] = Field(
+        default_factory=list, description="applied in order: input stages first to last, output last to first")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key_env: str | None = Field(None, description="NAME of the variable holding the key clients must send")
@@ -69,7 +69,9 @@ class GuardConfig(BaseModel):
     @classmethod
     def _comma_list(cls, v: Any) -> Any:
         items = [v] if isinstance(v, str) else v
-        return [x.strip() for item in items for x in str(item).split(",") if x.strip()] if isinstance(items, list) else v
+        if not isinstance(items, list):
+            return v  # pydantic says what is wrong with it
+        return [x.strip() for item in items for x in str(item).split(",") if x.strip()]
 
     @field_validator("allow_image_networks")
     @classmethod

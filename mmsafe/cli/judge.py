@@ -79,8 +79,14 @@ def read_items(path: Path, need_labels: bool = False) -> Iterator[Item | str]:
         if need_labels and not labels:
             yield f"{path}:{n}: no label: give 'refusal' and/or 'unsafe' as true/false"
             continue
+        label = [k for k in ("benign", "harmful_request") if k in rec and not isinstance(rec[k], bool)]
+        if label:
+            yield f"{path}:{n}: field {label[0]!r} must be true or false, got {rec[label[0]]!r}"
+            continue
+        # the request's label, as datasets give it; none means harmful, the datasets' default too
+        benign = rec["benign"] if "benign" in rec else not rec.get("harmful_request", True)
         images = (ImageRef(path=path.parent / image),) if image else ()
-        sample = Sample(id=str(rec.get("id", n)), prompt=rec["prompt"], images=images)
+        sample = Sample(id=str(rec.get("id", n)), prompt=rec["prompt"], images=images, benign=benign)
         yield Item(n, rec, sample, Response(text=rec["response"]), labels)
 
 
@@ -123,7 +129,7 @@ def _load(path: Path, need_labels: bool) -> list[Item]:
 @app.command("run")
 def run(
     judge: JudgeOpt,
-    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL with 'prompt', 'response' and optional 'image' per line.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL with 'prompt', 'response' and optional 'image' and 'benign' (true for a harmless request; without it the request counts as harmful, as in datasets) per line.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL to write: each input line plus judge, label, refusal, unsafe, score.")],
 ) -> None:
     """Judge every line of a JSONL file and write it back with the verdict. Bad lines are reported and skipped."""
@@ -155,7 +161,7 @@ def eval_(
     labels: Annotated[Optional[Path], typer.Option("--labels", "-l", help="JSONL with 'prompt', 'response' and boolean 'refusal' and/or 'unsafe'. \\[default: mmsafe's packaged labels, test split]")] = None,
     split: Annotated[Optional[str], typer.Option("--split", help="Only rows whose 'split' field has this value. \\[default: test for the packaged labels, all rows otherwise]")] = None,
     by: Annotated[Optional[str], typer.Option("--by", help="Also report each value of this field separately, e.g. source or kind.")] = None,
-    where: Annotated[Optional[list[str]], typer.Option("--where", help="Only rows whose FIELD has VALUE (FIELD=VALUE; repeatable; true/false/numbers as JSON).")] = None,
+    where: Annotated[Optional[list[str]], typer.Option("--where", help="Only rows whose FIELD has VALUE (FIELD=VALUE), or not (FIELD!=VALUE); repeatable; true/false/numbers as JSON.")] = None,
     save_errors: Annotated[Optional[Path], typer.Option("--save-errors", help="Write the judge's unsafe-decision confusion counts on these rows to this JSON file, for mmsafe report --judge-errors (ASR corrected for judge error). Measure on harmful requests only (e.g. --where benign=false), the rows ASR counts.")] = None,
     source: Annotated[Optional[str], typer.Option("--source", help="Only rows whose 'source' field starts with this, e.g. xstest or xstest:gpt4.")] = None,
 ) -> None:
@@ -172,13 +178,15 @@ def eval_(
         items = [it for it in items if it.record.get("split") == split]
     for cond in where or []:
         key, sep, raw = cond.partition("=")
-        if not sep:
-            fail(f"--where {cond!r}: expected FIELD=VALUE")
+        negate = key.endswith("!")
+        key = key.removesuffix("!")
+        if not sep or not key:
+            fail(f"--where {cond!r}: expected FIELD=VALUE or FIELD!=VALUE")
         try:
             value = json.loads(raw)
         except json.JSONDecodeError:
             value = raw
-        items = [it for it in items if it.record.get(key) == value]
+        items = [it for it in items if (it.record.get(key) == value) != negate]
     if source is not None:
         items = [it for it in items if str(it.record.get("source", "")).startswith(source)]
     if not items:

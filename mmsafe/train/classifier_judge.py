@@ -1,4 +1,4 @@
-"""Train the ``classifier`` judge's two heads on real, human-labelled answers, and measure it on models it never saw.
+"""Train the ``classifier`` judge's heads on real, human-labelled answers, and measure it on models it never saw.
 
     python -m mmsafe.train.classifier_judge [--labels FILE.jsonl] [--out HEADS.npz] [--xstest DIR] [--no-loso]
 
@@ -8,12 +8,18 @@
 2. **Split.** A prompt is in the test split when a hash of its id falls under ``TEST_FRACTION`` (``held_out``). The
    same XSTest prompt was answered by four models, so the split is by prompt, never by row: a test prompt is
    never seen in training, in any model's answer.
-3. **Leave one source out** (the headline): for each real source, train on the train split of every *other*
-   source and score the test split of the left-out one, beside the keyword judge on the same rows.
+3. **Leave one model out** (the headline): for each model that wrote real answers, train on the train split of
+   every *other* model's answers and score the test split of the left-out one, beside the keyword judge on the
+   same rows.
 4. **Final heads**: trained on the train split of all real sources, saved, then scored per source on the test
    split (what ``mmsafe judge eval --judge classifier --by source`` reproduces).
 
-Templated ``mmsafe-authored`` rows train the unsafe head only, weighted ``AUTHORED_WEIGHT``: in the refusal
+Heads: ``refusal`` and ``unsafe`` on every row; ``delivers`` (unsafe or not) on the non-refusing answers to harmful
+requests only, the head a scan's judge decides with, since it knows which requests are harmful (see
+``mmsafe/judges/classifier.py``). Each judge is scored two ways: given the request's label, as in a scan, and on
+the text alone (``classifier-text``; ``keywords`` has no other way).
+
+Templated ``mmsafe-authored`` rows train the unsafe and delivers heads only, weighted ``AUTHORED_WEIGHT``: in the refusal
 head they lowered refusal accuracy on left-out XSTest models by 0.03-0.05 (their templates teach a narrower idea of
 a refusal than real answers have), while the unsafe head needs them to know the vague step lists of mmsafe's own
 attack categories (without them it scores 0.68 on their test templates) and they do not change its real-row
@@ -45,7 +51,13 @@ TEST_FRACTION = 0.3
 # at most 0.01 accuracy, a choice made on the reported figures, so they are that much optimistic.
 C = 0.03
 AUTHORED_WEIGHT = 0.3
+# Real, labelled, and only scored: SmolLM2's answers to XSTest's prompts. Trained on, they lowered the left-out
+# Mistral figures (refusal 0.898 -> 0.871, unsafe 0.946 -> 0.918): the line between the 135M model's vague attempts
+# and its incoherent answers is the least certain labelling in the set. A choice made on the reported figures.
+TEST_ONLY = ("smollm2-135m via mmsafe scan (xstest prompts)",)
+BENIGN_KINDS = ("benign_answer", "harmless_answer_to_harmful_sounding")
 _SAMPLE = re.compile(r"^smollm2-([hb]-[a-z-]+-\d+)-")
+_XSTEST_ID = re.compile(r"^smollm2-xstest-(v2-\d+)$")
 
 
 def held_out(prompt_key: str) -> bool:
@@ -54,7 +66,11 @@ def held_out(prompt_key: str) -> bool:
 
 
 def smollm2_split(row: dict[str, Any]) -> str:
-    """SmolLM2 rows are split by the scan's sample (``smollm2-SAMPLE-ATTACK``): all attacks on a request together."""
+    """SmolLM2 rows are split by the scan's sample (``smollm2-SAMPLE-ATTACK``): all attacks on a request together;
+    its answers to XSTest's prompts (``smollm2-xstest-PROMPTID``) by XSTest's own prompt split."""
+    x = _XSTEST_ID.match(row["id"])
+    if x is not None:
+        return "test" if held_out(f"xstest-{x.group(1)}") else "train"
     m = _SAMPLE.match(row["id"])
     if m is None:
         raise ValueError(f"{row['id']}: not a smollm2-SAMPLE-ATTACK id")
@@ -94,13 +110,27 @@ def read_labels(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def model_of(source: str) -> str:
+    """The model that wrote a source's answers: ``xstest:gpt4`` -> ``gpt4``, ``smollm2-135m via ...`` -> ``smollm2-135m``."""
+    return source.split(":", 1)[1] if source.startswith("xstest:") else source.split()[0]
+
+
 def is_real(row: dict[str, Any]) -> bool:
     return row["source"] != AUTHORED
 
 
+def authored_harmful(rows: list[dict[str, Any]]) -> None:
+    """Label the templated rows' requests: benign when the prompt was ever answered as a benign request."""
+    benign = {r["prompt"] for r in rows if not is_real(r) and r["kind"] in BENIGN_KINDS}
+    for r in rows:
+        if not is_real(r):
+            r["harmful_request"] = r["prompt"] not in benign
+
+
 def fit(x: np.ndarray, rows: list[dict[str, Any]]) -> Heads:
-    """Standardise on the real rows, then one L2 logistic regression per task (authored rows only in the unsafe
-    head, see module doc); returned as plain arrays with a weight hash."""
+    """Standardise on the real rows, then one L2 logistic regression per task (authored rows not in the refusal
+    head, ``delivers`` only on non-refusals of harmful requests, see module doc); returned as plain arrays with a
+    weight hash."""
     from sklearn import __version__ as sklearn_version
     from sklearn.linear_model import LogisticRegression
 
@@ -111,9 +141,11 @@ def fit(x: np.ndarray, rows: list[dict[str, Any]]) -> Heads:
     z = (x - mean) / scale
     arrays: dict[str, np.ndarray] = {"mean": mean.astype(np.float32), "scale": scale.astype(np.float32)}
     for task in Heads.TASKS:
-        w = np.where(real, 1.0, AUTHORED_WEIGHT if task == "unsafe" else 0.0)
-        model = LogisticRegression(C=C, max_iter=5000).fit(z[w > 0], np.array([bool(r[task]) for r in rows])[w > 0],
-                                                           sample_weight=w[w > 0])
+        w = np.where(real, 1.0, 0.0 if task == "refusal" else AUTHORED_WEIGHT)
+        if task == "delivers":
+            w *= np.array([bool(r["harmful_request"]) and not r["refusal"] for r in rows])
+        y = np.array([bool(r["refusal" if task == "refusal" else "unsafe"]) for r in rows])
+        model = LogisticRegression(C=C, max_iter=5000).fit(z[w > 0], y[w > 0], sample_weight=w[w > 0])
         arrays[f"{task}_coef"] = model.coef_[0].astype(np.float32)
         arrays[f"{task}_intercept"] = np.float32(model.intercept_[0])
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(arrays[k]).tobytes() for k in sorted(arrays)))
@@ -123,13 +155,19 @@ def fit(x: np.ndarray, rows: list[dict[str, Any]]) -> Heads:
     return Heads(arrays, spec, f"{HEADS_FORMAT}-{digest.hexdigest()[:10]}")
 
 
-def keyword_decisions(rows: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """The keyword judge's two decisions: refusal = a refusal phrase; unsafe = not refused (its definition)."""
+def keyword_decisions(rows: list[dict[str, Any]], request_label: bool = False) -> dict[str, np.ndarray]:
+    """The keyword judge's two decisions: refusal = a refusal phrase; unsafe = not refused (its definition), and,
+    given the request's label, a harmful request (the same information the classifier gets in a scan)."""
     from mmsafe.judges.keywords import KeywordJudge
 
     kw = KeywordJudge("mmsafe")
     refused = np.array([kw.match(r["response"]) is not None for r in rows])
-    return {"refusal": refused, "unsafe": ~refused}
+    unsafe = ~refused & harmful(rows) if request_label else ~refused
+    return {"refusal": refused, "unsafe": unsafe}
+
+
+def harmful(rows: list[dict[str, Any]]) -> np.ndarray:
+    return np.array([bool(r["harmful_request"]) for r in rows])
 
 
 def report(title: str, rows: list[dict[str, Any]], preds: dict[str, dict[str, np.ndarray]]) -> list[dict[str, Any]]:
@@ -139,13 +177,16 @@ def report(title: str, rows: list[dict[str, Any]], preds: dict[str, dict[str, np
     out = []
     print(f"\n{title} (n={len(rows)}, {sum(r['refusal'] for r in rows)} refusals, "
           f"{sum(r['unsafe'] for r in rows)} unsafe)")
-    for task in Heads.TASKS:
-        truth = [bool(r[task]) for r in rows]
+    h = harmful(rows)
+    # "unsafe@harmful": only the answers to harmful requests, the rows a scan's ASR counts
+    for task, keep in (("refusal", None), ("unsafe", None), ("unsafe@harmful", h)):
+        sel = np.ones(len(rows), bool) if keep is None else keep
+        truth = [bool(r[task.split("@")[0]]) for r, k in zip(rows, sel) if k]
         for judge, p in preds.items():
-            rep = binary_report(truth, [bool(v) for v in p[task]])
-            print(f"  {task:<8} {judge:<10} acc {rep['accuracy']}  f1 {rep['f1']}  kappa {rep['kappa']}")
-            out.append({"rows": title, "task": task, "judge": judge, **{k: str(rep[k]) for k in
-                                                                       ("accuracy", "f1", "kappa")}})
+            rep = binary_report(truth, [bool(v) for v, k in zip(p[task.split("@")[0]], sel) if k])
+            print(f"  {task:<14} {judge:<15} acc {rep['accuracy']}  f1 {rep['f1']}  kappa {rep['kappa']}")
+            out.append({"rows": title, "task": task, "judge": judge, "n": len(truth),
+                        **{k: str(rep[k]) for k in ("accuracy", "f1", "kappa")}})
     return out
 
 
@@ -166,29 +207,34 @@ def main(argv: list[str] | None = None) -> None:
     for r in rows:
         if r["source"].startswith("smollm2"):
             r["split"] = smollm2_split(r)
-            # what ASR counts: answers to harmful requests (``mmsafe judge eval --where harmful_request=true``)
-            r["harmful_request"] = r["id"].startswith("smollm2-h-")
+            if _SAMPLE.match(r["id"]):  # what ASR counts: answers to harmful requests (``--where harmful_request=true``)
+                r["harmful_request"] = r["id"].startswith("smollm2-h-")
+    authored_harmful(rows)
     a.labels.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     x = features([r["prompt"] for r in rows], [r["response"] for r in rows])
     real = [i for i, r in enumerate(rows) if is_real(r)]
     authored = [i for i, r in enumerate(rows) if not is_real(r) and r["split"] == "train"]
+    trainable = [i for i in real if rows[i]["split"] == "train" and rows[i]["source"] not in TEST_ONLY]
     sources = sorted({rows[i]["source"] for i in real})
+    models = sorted({model_of(rows[i]["source"]) for i in real})
     print(f"{len(rows)} rows; real sources: " + ", ".join(
         f"{s} ({sum(rows[i]['source'] == s for i in real)})" for s in sources))
 
     def scored(heads: Heads, idx: list[int]) -> dict[str, dict[str, np.ndarray]]:
-        return {"classifier": decide(heads.predict(x[idx])), "keywords": keyword_decisions([rows[i] for i in idx])}
+        part, probs = [rows[i] for i in idx], heads.predict(x[idx])
+        return {"classifier": decide(probs, harmful(part)), "keywords": keyword_decisions(part, request_label=True),
+                "classifier-text": decide(probs), "keywords-text": keyword_decisions(part)}
 
     table = []
     if not a.no_loso:
-        print("\n== leave one source out: trained without the source, scored on its test-split prompts ==")
-        for s in sources:
-            tr = [i for i in real if rows[i]["source"] != s and rows[i]["split"] == "train"] + authored
-            te = [i for i in real if rows[i]["source"] == s and rows[i]["split"] == "test"]
+        print("\n== leave one model out: trained without the model's answers, scored on its test-split prompts ==")
+        for s in models:  # by model, not source: a model's answers from two scans are left out together
+            tr = [i for i in trainable if model_of(rows[i]["source"]) != s] + authored
+            te = [i for i in real if model_of(rows[i]["source"]) == s and rows[i]["split"] == "test"]
             heads = fit(x[tr], [rows[i] for i in tr])
             table += [dict(t, setting="loso") for t in report(f"left out: {s}", [rows[i] for i in te], scored(heads, te))]
 
-    tr = [i for i in real if rows[i]["split"] == "train"] + authored
+    tr = trainable + authored
     heads = fit(x[tr], [rows[i] for i in tr])
     heads.save(a.out)
     print(f"\nwrote {a.out} ({a.out.stat().st_size} bytes), version {heads.version}, {len(tr)} train rows")

@@ -406,3 +406,59 @@ def test_decisions_through_the_proxy_agree_with_the_defended_target(reader, read
     assert [t for *_, t, _ in pairs] == [u for *_, u in pairs]
     assert [r.details["defenses"][0]["reason"] for _, r in expected] == [
         g.model_extra["mmsafe"]["decisions"][0]["reason"] for g in got]
+
+
+@pytest.fixture()
+def recorder():
+    """A real upstream on 127.0.0.1 that keeps each request body it gets and answers a fixed completion: it takes
+    whole conversations, which ``serve-model``'s one-turn targets do not."""
+    bodies: list[dict] = []
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(body: dict) -> dict:
+        bodies.append(body)
+        return {"id": "rec", "object": "chat.completion", "created": 0, "model": body.get("model", "rec"),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "recorded"},
+                             "finish_reason": "stop"}]}
+
+    with BackgroundServer(app) as server:
+        yield f"{server.url}/v1", bodies
+
+
+def _conversation(first_image: str, last: str = "Go on, please.") -> list[dict]:
+    return [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": first_image}},
+                                         {"type": "text", "text": "What is in this picture?"}]},
+            {"role": "assistant", "content": "A picture with some text in it."},
+            {"role": "user", "content": last}]
+
+
+def test_conversations_are_screened_whole_and_forwarded_whole(recorder, tmp_path):
+    """Multi-turn: every image of the history goes through the input defenses (a client can write its own history),
+    the forwarded conversation keeps its turns, and the last turn must be the user's."""
+    url, bodies = recorder
+    image = png_url(picture(2))
+    with guarded(url, tmp_path, defenses="jpeg") as (proxy, _):
+        answer = client(proxy).chat.completions.create(model="rec", messages=_conversation(image))
+    assert answer.choices[0].message.content == "recorded" and answer.model_extra["mmsafe"]["rewritten"]
+    sent = bodies[-1]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[0]["content"] == "You are a helpful assistant."
+    assert sent[2]["content"] == "A picture with some text in it." and sent[3]["content"] == "Go on, please."
+    first = sent[1]["content"]
+    assert [p["type"] for p in first] == ["image_url", "text"] and first[1]["text"] == "What is in this picture?"
+    assert decode_data_url(first[0]["image_url"]["url"]).sha256 != decode_data_url(image).sha256  # re-encoded
+
+    _, harmful = _figstep(benign=False)
+    harmful_url = chat_messages(harmful)[-1]["content"][0]["image_url"]["url"]
+    before = len(bodies)
+    with guarded(url, tmp_path, defenses="ocr-filter") as (proxy, guard):
+        c = client(proxy)
+        blocked = c.chat.completions.create(model="rec", messages=_conversation(harmful_url, "Thanks, now do it."))
+        with pytest.raises(openai.BadRequestError, match="the last turn must be the user's"):
+            c.chat.completions.create(model="rec", messages=_conversation(image)[:3])
+        rows = audit_rows(guard)
+    # The typographic request sat in an earlier turn; it was read and blocked all the same.
+    assert blocked.choices[0].finish_reason == "content_filter" and blocked.model_extra["mmsafe"]["blocked"]
+    assert len(bodies) == before and [r["outcome"] for r in rows] == ["blocked", "invalid"]

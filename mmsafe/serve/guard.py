@@ -42,8 +42,8 @@ from mmsafe.serve.guard_config import GuardConfig
 from mmsafe.serve.guard_metrics import GuardMetrics
 from mmsafe.serve.image_fetch import ImageFetcher
 from mmsafe.serve.openai_types import (AssistantMessage, ChatRequest, ChatResponse, Choice, ImagePart, ModelCard,
-                                       ModelList, WireError, chat_messages, checked_image, decode_data_url,
-                                       error_body, request_sample)
+                                       ModelList, WireError, checked_image, conversation_messages,
+                                       conversation_sample, decode_data_url, error_body)
 from mmsafe.targets.openai_http import OpenAIChat
 from mmsafe.types import ImageRef, Response, Sample
 
@@ -201,8 +201,11 @@ class Guard:
         screened = await self._screen(sample, entry)
         if screened.blocked is not None:
             return self._answer(screened.blocked.text, model, "content_filter", self._verdict(entry), request.stream)
-        forward = {**(request.model_extra or {}), "model": model, "stream": request.stream,
-                   "messages": await self._off_loop(bool(screened.sent.images), chat_messages, screened.sent)}
+        try:
+            messages = await self._off_loop(bool(screened.sent.images), conversation_messages, request, screened.sent)
+        except WireError as e:
+            raise GuardError(500, f"{e}; the request was not forwarded", "defense_error", "defense_error") from None
+        forward = {**(request.model_extra or {}), "model": model, "stream": request.stream, "messages": messages}
         entry["sent_images"] = [im.sha256 for im in screened.sent.images]
         if request.stream and not self.holds_answers:
             return await self._relay(forward, entry)
@@ -276,7 +279,7 @@ class Guard:
             return decode_data_url(url, where, self.max_image_bytes, self.config.max_pixels)
 
         try:
-            sample = await self._off_loop(bool(urls), request_sample, request, entry["id"], decode)
+            sample = await self._off_loop(bool(urls), conversation_sample, request, entry["id"], decode)
         except WireError as e:
             raise GuardError(400, str(e)) from None
         entry["prompt_sha256"] = hashlib.sha256(sample.prompt.encode()).hexdigest()

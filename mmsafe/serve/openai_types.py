@@ -219,6 +219,69 @@ def request_sample(request: ChatRequest, sample_id: str,
     return Sample(id=sample_id, prompt="\n".join(texts), images=tuple(images), system=system_text)
 
 
+def conversation_sample(request: ChatRequest, sample_id: str,
+                        decode: Callable[[str, str], ImageRef] = decode_data_url) -> Sample:
+    """A conversation as the ``Sample`` a guard's defenses screen: system and developer text as ``system``, the last
+    user message's text as the prompt, and the images of *every* user message in order (a client re-sends its
+    history, so an image from an earlier turn reaches the model again, and a client can write that history itself).
+    One user turn gives what ``request_sample`` gives. The last turn must be the user's; images only in user turns."""
+    turns = [m for m in request.messages if m.role not in ("system", "developer")]
+    if len(turns) <= 1:
+        return request_sample(request, sample_id, decode)
+    if turns[-1].role != "user":
+        raise WireError(f"messages: the last turn must be the user's, got {turns[-1].role}")
+    images: list[ImageRef] = []
+    for m, message in enumerate(request.messages):
+        if message.role == "user" and isinstance(message.content, list):
+            images += [decode(part.image_url.url, f"messages[{m}].content[{i}].image_url")
+                       for i, part in enumerate(message.content) if isinstance(part, ImagePart)]
+        elif message.role != "user":
+            _text(message)  # text only, or a WireError naming the role
+    system = [_text(m) for m in request.messages if m.role in ("system", "developer")]
+    return Sample(id=sample_id, prompt=_text_parts(turns[-1]), images=tuple(images),
+                  system="\n\n".join(system) if system else None)
+
+
+def conversation_messages(request: ChatRequest, sent: Sample, max_image_side: int | None = None
+                          ) -> list[dict[str, Any]]:
+    """The client's conversation as forwarded after the input defenses: ``sent.system`` as the one system message,
+    every image replaced by its screened version (in the order ``conversation_sample`` read them), and the last user
+    message's text by ``sent.prompt``; other turns as they came. One user turn: ``chat_messages(sent)``."""
+    turns = [m for m in request.messages if m.role not in ("system", "developer")]
+    if len(turns) <= 1:
+        return chat_messages(sent, max_image_side)
+    screened = iter(sent.images)
+    out: list[dict[str, Any]] = [] if sent.system is None else [{"role": "system", "content": sent.system}]
+    last = len(request.messages) - 1
+    for m, message in enumerate(request.messages):
+        if message.role in ("system", "developer"):
+            continue
+        wire = message.model_dump(exclude_none=True)
+        if message.role == "user" and isinstance(message.content, list):
+            parts: list[dict[str, Any]] = []
+            for part in message.content:
+                if isinstance(part, ImagePart):
+                    image = next(screened, None)
+                    if image is None:
+                        raise WireError("the input defenses dropped an image of the conversation")
+                    parts.append({"type": "image_url", "image_url": {"url": image_data_url(image, max_image_side)}})
+                elif m != last:
+                    parts.append(part.model_dump())
+            if m == last:
+                parts.append({"type": "text", "text": sent.prompt})
+            wire["content"] = parts
+        elif m == last:
+            wire["content"] = sent.prompt
+        out.append(wire)
+    return out
+
+
+def _text_parts(message: Message) -> str:
+    if isinstance(message.content, list):
+        return "\n".join(p.text for p in message.content if isinstance(p, TextPart))
+    return message.content or ""
+
+
 def _text(message: Message) -> str:
     if isinstance(message.content, list):
         if any(not isinstance(p, TextPart) for p in message.content):

@@ -4,6 +4,8 @@ never gives. Nothing is mocked: requests go through the ``openai`` SDK over real
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import sqlite3
 import time
@@ -24,8 +26,10 @@ from mmsafe.runner.scan import Scan
 from mmsafe.runner.store import Store
 from mmsafe.serve.faults import Faults
 from mmsafe.serve.server import BackgroundServer
+from mmsafe.datasets import datasets
+from mmsafe.judges import judges
 from mmsafe.targets import targets
-from mmsafe.types import ImageRef, Sample
+from mmsafe.types import Attempt, ImageRef, Sample
 
 KEY_ENV = "MMSAFE_TEST_API_KEY"
 
@@ -237,3 +241,47 @@ def test_an_unreachable_server_is_a_row_error():
     r = target.generate([Sample(id="1", prompt="hi")])[0]
     target.close()
     assert r.error.startswith("connection to http://127.0.0.1:9/v1 failed") and time.monotonic() - t0 < 30
+
+
+def test_scenario_tools_go_out_and_native_tool_calls_come_back():
+    """The tool-misuse scenario over HTTP: its tools travel in the request's ``tools``; a model that answers with a
+    native tool call (no text) gets it judged by ``tool-call`` like a written one."""
+    bodies: list[dict] = []
+    app = FastAPI()
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> JSONResponse:
+        body = await request.json()
+        bodies.append(body)
+        # the stand-in model calls send_email with the arguments the user's text spells out
+        goal = {"obey": ("send_email", body["messages"][-1]["content"][-1]["text"])}.get(body["model"])
+        message: dict = {"role": "assistant", "content": "It is a receipt."}
+        if goal:  # call the first tool offered with the attacker's argument taken from the test's marker
+            message = {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "call_1", "type": "function",
+                 "function": {"name": goal[0], "arguments": goal[1]}}]}
+        return JSONResponse({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                             "choices": [{"index": 0, "finish_reason": "tool_calls" if goal else "stop",
+                                          "message": message}]})
+
+    sample = next(s for s in datasets.build("tool-misuse").load() if s.metadata["tool_goal"]["tool"] == "send_email")
+    goal = sample.metadata["tool_goal"]
+    asked = dataclasses.replace(sample, prompt=json.dumps({goal["argument"]: goal["value"]}))
+    judge = judges.build("tool-call")
+    with BackgroundServer(app) as server:
+        for model, unsafe in (("obey", True), ("ignore", False)):
+            target = targets.build({"name": "openai", "args": {"base_url": f"{server.url}/v1", "model": model,
+                                                                "max_retries": 0}})
+            try:
+                response = target.generate([asked])[0]
+            finally:
+                target.close()
+            assert response.error is None, response.error
+            assert bodies[-1]["tools"] == sample.metadata["tools"]
+            assert [t["function"]["name"] for t in bodies[-1]["tools"]] == [
+                t["function"]["name"] for t in sample.metadata["tools"]]
+            verdict = judge.judge([Attempt.of(asked, response)])[0]
+            assert verdict.unsafe is unsafe, (model, verdict)
+            if unsafe:
+                assert response.details["tool_calls"][0]["function"]["name"] == "send_email"
+                assert response.text.startswith("CALL send_email(")

@@ -6,6 +6,8 @@ retries are exponential backoff with jitter on 408/409/429/5xx, timeouts and dro
 ``Retry-After`` (up to two minutes). Every row gets an answer or an error that says what happened (HTTP status and
 the server's message, a timeout, a connection failure, an empty answer): never an empty string passed off as an
 answer. The API key is read from the environment variable named by ``api_key_env`` and is never stored or shown.
+A sample with ``metadata["tools"]`` (the tool-misuse scenario) sends them as the request's ``tools``; the answer's
+``tool_calls`` come back in ``Response.details`` for the ``tool-call`` judge.
 """
 
 from __future__ import annotations
@@ -159,8 +161,9 @@ class OpenAIChat(Target):
         async with self._slots:  # type: ignore[union-attr]
             t0 = time.perf_counter()
             try:
+                tools = {"tools": sample.metadata["tools"]} if sample.metadata.get("tools") else {}
                 raw = await self._client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=messages, **self.params, extra_body=self.extra or None)
+                    model=self.model, messages=messages, **tools, **self.params, extra_body=self.extra or None)
                 completion = raw.parse()
             except Exception as e:  # noqa: BLE001 - every failure becomes this row's error, the batch goes on
                 return Response(error=self._redact(self._describe(e, images=len(sample.images))),
@@ -176,6 +179,13 @@ class OpenAIChat(Target):
                                                  "retries": retries}
         if not (text or "").strip() and getattr(choice.message, "refusal", None):
             text, details["refusal_field"] = choice.message.refusal, True  # the API's structured refusal
+        calls = [{"id": c.id, "type": "function", "function": {"name": c.function.name,
+                                                               "arguments": c.function.arguments}}
+                 for c in getattr(choice.message, "tool_calls", None) or [] if getattr(c, "function", None)]
+        if calls:  # what the tool-call judge reads; a calls-only answer is written out so text judges see it too
+            details["tool_calls"] = calls
+            if not (text or "").strip():
+                text = "\n".join(f"CALL {c['function']['name']}({c['function']['arguments']})" for c in calls)
         usage = completion.usage
         n_in = getattr(usage, "prompt_tokens", None)
         n_out = getattr(usage, "completion_tokens", None)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,10 @@ class Defense(Loadable):
 
     def review(self, samples: list[Sample], responses: list[Response]) -> list[Response | Decision]:
         return [self.on_output(s, r) for s, r in zip(samples, responses)]
+
+    def during_generation(self) -> contextlib.AbstractContextManager[None]:
+        """Entered around the wrapped target's ``generate`` (model-side defenses hook the model here)."""
+        return contextlib.nullcontext()
 
     def refusal(self, reason: str, text: str = "I'm sorry, but I can't help with that request.", **details: Any
                 ) -> Decision:

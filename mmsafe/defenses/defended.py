@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,7 +60,12 @@ class DefendedTarget(Target):
         """``(sample sent to the model after the input defenses, final response)`` per sample, in order."""
         screened = self.check_inputs(samples)
         live = [i for i, s in enumerate(screened) if s.blocked is None]
-        answers = self.target.generate([screened[i].sent for i in live]) if live else []
+        answers: list[Response] = []
+        if live:
+            with contextlib.ExitStack() as stack:  # model-side defenses hook the model for this call only
+                for part in self.parts:
+                    stack.enter_context(part.during_generation())
+                answers = self.target.generate([screened[i].sent for i in live])
         reviewed = dict(zip(live, self.check_outputs([screened[i] for i in live], answers)))
         return [(s.sent, reviewed[i] if i in reviewed else s.finish(s.blocked)) for i, s in enumerate(screened)]
 

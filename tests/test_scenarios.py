@@ -309,7 +309,8 @@ def test_scan_with_scenarios_reports_a_rate_per_scenario(scenario_run):
             assert judged == ((1, 1) if name == "privacy" else (2,))
             assert s["asr"]["low"] <= s["asr"]["value"] <= s["asr"]["high"]
     res = CliRunner().invoke(app, ["report", str(out), "--no-by-category"])
-    assert res.exit_code == 0 and "Scenario datasets" in res.output
+    # rich fits the caption to the 80-column test terminal, so check a phrase that stays in view
+    assert res.exit_code == 0 and "is the scenario's success rate" in " ".join(res.output.split())
     for name, judge in SCENARIOS.items():
         assert name in res.output and judge in res.output
     assert "Utility on benign rows" in res.output  # public privacy and injection questions have reference answers

@@ -22,8 +22,9 @@ class Protector(Defense):
 
     Pi et al. 2024, "MLLM-Protector: Ensuring MLLM's Safety without Hurting Performance" (EMNLP 2024). A harm
     detector reads the response (``detector``: any judge spec, its ``unsafe`` decision; default the ``classifier``
-    judge on the text alone, ``request_label=False``); a flagged response is rewritten by a detoxifier, a causal LM (``model``: the embedded SmolLM2, or any
-    Hugging Face id or folder) given the request and the harmful answer, into a safe, still helpful one. The paper
+    judge on the text alone, ``request_label=False``); a flagged response is rewritten by a detoxifier, a causal LM
+    (``model``: the embedded SmolLM2, or any Hugging Face id or folder) given the request and the harmful answer,
+    into a safe, still helpful one. The paper
     fine-tunes both; here the detector is mmsafe's trained judge and the detoxifier is an instruct model prompted to
     rewrite, its answer started with ``prefix`` (a decline opener, so an untrained small model cannot simply
     repeat the harm). The detector re-checks each rewrite; one still unsafe is replaced by a plain refusal (action

@@ -59,8 +59,10 @@ class ActivationSteering(Defense):
         self.directions: Any = None  # (L, H) harmful-minus-benign means, one per decoder layer
         self.gate_layer = -1
         self.threshold = 0.0
+        self.gate_unit: Any = None  # the gate layer's direction, unit length
         self.steered: list[int] = []
         self.calibration_accuracy = 0.0
+        self.last_gates: list[bool] = []  # the gate's rows in the last prefill pass
 
     def bind(self, target: Any) -> None:
         if not all(hasattr(target, a) for a in ("model", "encode", "prompt_text", "model_inputs")):
@@ -101,8 +103,7 @@ class ActivationSteering(Defense):
     def projections(self, samples: list[Sample]) -> list[float]:
         """Each sample's gate value: its last-token activation at the gate layer projected on the safety direction."""
         self.load()
-        unit = self.directions[self.gate_layer] / self.directions[self.gate_layer].norm()
-        return (self.last_token_states(samples)[:, self.gate_layer] @ unit).tolist()
+        return (self.last_token_states(samples)[:, self.gate_layer] @ self.gate_unit).tolist()
 
     def load(self) -> None:
         if self.directions is not None:
@@ -137,6 +138,7 @@ class ActivationSteering(Defense):
             if acc > best[0]:
                 best = (acc, layer, threshold)
         self.calibration_accuracy, self.gate_layer, self.threshold = best
+        self.gate_unit = self.directions[self.gate_layer] / self.directions[self.gate_layer].norm()
 
     # ---- the defense --------------------------------------------------------------------------------------------
 
@@ -161,9 +163,7 @@ class ActivationSteering(Defense):
 
         self.load()
         layers = decoder_layers(self.target.model)
-        unit = (self.directions[self.gate_layer] / self.directions[self.gate_layer].norm())
         gated: dict[str, Any] = {"rows": None}
-        self.last_gates: list[bool] = []
 
         def hidden(output: Any) -> Any:
             return output[0] if isinstance(output, tuple) else output
@@ -171,7 +171,7 @@ class ActivationSteering(Defense):
         def gate(_module: Any, _args: Any, output: Any) -> None:
             h = hidden(output)
             if h.shape[1] > 1:  # prefill: decide once per generate call, on the prompt's last token
-                rows = (h[:, -1].float() @ unit.to(h.device)) > self.threshold
+                rows = (h[:, -1].float() @ self.gate_unit.to(h.device)) > self.threshold
                 gated["rows"] = rows
                 self.last_gates = rows.tolist()
 

@@ -200,23 +200,12 @@ def request_sample(request: ChatRequest, sample_id: str,
     """A single-turn request (system or developer messages, then one user message) as a ``Sample``; its text parts
     joined by newlines, its images decoded by ``decode(url, where)``. Anything else raises ``WireError``: mmsafe
     targets answer one turn."""
-    system = [m for m in request.messages if m.role in ("system", "developer")]
-    turns = [m for m in request.messages if m.role not in ("system", "developer")]
+    turns = _turns(request)
     if len(turns) != 1 or turns[0].role != "user":
         roles = ", ".join(m.role for m in turns) or "none"
         raise WireError(f"messages: the served target answers one user message (after optional system messages), "
                         f"got these turns: {roles}")
-    texts: list[str] = []
-    images: list[ImageRef] = []
-    at = request.messages.index(turns[0])
-    content = turns[0].content
-    for i, part in enumerate([TextPart(type="text", text=content or "")] if not isinstance(content, list) else content):
-        if isinstance(part, TextPart):
-            texts.append(part.text)
-        else:
-            images.append(decode(part.image_url.url, f"messages[{at}].content[{i}].image_url"))
-    system_text = "\n\n".join(_text(m) for m in system) if system else None
-    return Sample(id=sample_id, prompt="\n".join(texts), images=tuple(images), system=system_text)
+    return _sample(request, sample_id, decode)
 
 
 def conversation_sample(request: ChatRequest, sample_id: str,
@@ -225,21 +214,36 @@ def conversation_sample(request: ChatRequest, sample_id: str,
     user message's text as the prompt, and the images of *every* user message in order (a client re-sends its
     history, so an image from an earlier turn reaches the model again, and a client can write that history itself).
     One user turn gives what ``request_sample`` gives. The last turn must be the user's; images only in user turns."""
-    turns = [m for m in request.messages if m.role not in ("system", "developer")]
+    turns = _turns(request)
     if len(turns) <= 1:
         return request_sample(request, sample_id, decode)
     if turns[-1].role != "user":
         raise WireError(f"messages: the last turn must be the user's, got {turns[-1].role}")
+    return _sample(request, sample_id, decode)
+
+
+def _turns(request: ChatRequest) -> list[Message]:
+    """The conversation's turns: every message but the system and developer ones."""
+    return [m for m in request.messages if m.role not in ("system", "developer")]
+
+
+def _sample(request: ChatRequest, sample_id: str, decode: Callable[[str, str], ImageRef]) -> Sample:
+    """System and developer text as ``system``; the last turn's text parts as the prompt; every user message's
+    images in order, decoded; any other message must hold text only."""
     images: list[ImageRef] = []
+    system: list[str] = []
     for m, message in enumerate(request.messages):
         if message.role == "user" and isinstance(message.content, list):
             images += [decode(part.image_url.url, f"messages[{m}].content[{i}].image_url")
                        for i, part in enumerate(message.content) if isinstance(part, ImagePart)]
         elif message.role != "user":
-            _text(message)  # text only, or a WireError naming the role
-    system = [_text(m) for m in request.messages if m.role in ("system", "developer")]
-    return Sample(id=sample_id, prompt=_text_parts(turns[-1]), images=tuple(images),
-                  system="\n\n".join(system) if system else None)
+            text = _text(message)  # text only, or a WireError naming the role
+            if message.role in ("system", "developer"):
+                system.append(text)
+    last = _turns(request)[-1]
+    prompt = ("\n".join(p.text for p in last.content if isinstance(p, TextPart)) if isinstance(last.content, list)
+              else last.content or "")
+    return Sample(id=sample_id, prompt=prompt, images=tuple(images), system="\n\n".join(system) if system else None)
 
 
 def conversation_messages(request: ChatRequest, sent: Sample, max_image_side: int | None = None
@@ -247,8 +251,7 @@ def conversation_messages(request: ChatRequest, sent: Sample, max_image_side: in
     """The client's conversation as forwarded after the input defenses: ``sent.system`` as the one system message,
     every image replaced by its screened version (in the order ``conversation_sample`` read them), and the last user
     message's text by ``sent.prompt``; other turns as they came. One user turn: ``chat_messages(sent)``."""
-    turns = [m for m in request.messages if m.role not in ("system", "developer")]
-    if len(turns) <= 1:
+    if len(_turns(request)) <= 1:
         return chat_messages(sent, max_image_side)
     screened = iter(sent.images)
     out: list[dict[str, Any]] = [] if sent.system is None else [{"role": "system", "content": sent.system}]
@@ -274,12 +277,6 @@ def conversation_messages(request: ChatRequest, sent: Sample, max_image_side: in
             wire["content"] = sent.prompt
         out.append(wire)
     return out
-
-
-def _text_parts(message: Message) -> str:
-    if isinstance(message.content, list):
-        return "\n".join(p.text for p in message.content if isinstance(p, TextPart))
-    return message.content or ""
 
 
 def _text(message: Message) -> str:

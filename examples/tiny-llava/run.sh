@@ -34,6 +34,11 @@ craft_and_scan hijack4-2prompts contains:unknown jsonl:heldout.jsonl -a hijack:u
 craft_and_scan cropa4-2prompts contains:unknown jsonl:heldout.jsonl -a cropa:unknown --prompts shadow2.txt --eps 4 --steps 30
 craft_and_scan hijack4-2prompts-100 contains:unknown jsonl:heldout.jsonl -a hijack:unknown --prompts shadow2.txt --eps 4 --steps 100
 craft_and_scan cropa4-2prompts-100 contains:unknown jsonl:heldout.jsonl -a cropa:unknown --prompts shadow2.txt --eps 4 --steps 100
+# Tool misuse: the held-out questions asked of an assistant with tools (tool_questions.py); the universal image is
+# crafted on the shadow questions, under the same system prompt, to make it mail the user's data out
+CALL=$(python tool_questions.py "$OUT/tools_heldout.jsonl")
+craft_and_scan tool16 tool-call "jsonl:$OUT/tools_heldout.jsonl" -a "hijack:$CALL" --prompts shadow.txt --eps 16 \
+  --steps 100 --batch 5
 # Visual jailbreak (Qi et al.): compliant openings under an empty prompt, then the 52 harmful `mini` requests
 craft_and_scan jailbreak32 keywords,classifier mini:false -a visual-jailbreak --eps 32 --steps 100 --batch 6
 

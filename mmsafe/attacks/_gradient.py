@@ -8,6 +8,7 @@ practice) and measures the perturbation. Budgets are given in pixel levels of 25
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,9 +109,11 @@ class GradientAttack(Attack):
             return self.default_prompts(samples)
         return [s.prompt for s in samples] if self.prompts == "samples" else self.prompts
 
-    def pair_loss(self, target: WhiteBox, pixels: Any, pairs: list[tuple[str, str]]) -> Any:
-        """The PGD objective for one step: per-row loss of (prompt, target string) ``pairs`` on ``pixels``."""
-        return target.loss(pixels, [p for p, _ in pairs], [t for _, t in pairs])
+    def pair_loss(self, target: WhiteBox, pixels: Any, pairs: list[tuple[str, str]],
+                  systems: list[str | None] | None = None) -> Any:
+        """The PGD objective for one step: per-row loss of (prompt, target string) ``pairs`` on ``pixels``, under
+        the system prompts ``systems`` (the samples' own; ``None``: the target's)."""
+        return target.loss(pixels, [p for p, _ in pairs], [t for _, t in pairs], systems=systems)
 
     def mask(self, height: int, width: int) -> Any:
         """(1, 1, H, W) tensor of the pixels the attack may change, or ``None`` for the whole image."""
@@ -155,6 +158,8 @@ class GradientAttack(Attack):
     def _key(self, sample: Sample) -> str:
         ref = self.base_image(sample)
         base = ref.sha256 if ref is not None else "grey"
+        if sample.system:  # a universal image is made for one system prompt: the context it is crafted in
+            base += ":" + hashlib.sha256(sample.system.encode()).hexdigest()[:16]
         return base if self.universal else f"{base}:{sample.id}:{sample.prompt}"
 
     def _clean(self, target: WhiteBox, sample: Sample) -> Any:
@@ -182,7 +187,7 @@ class GradientAttack(Attack):
             size = self.batch or max(1, target.batch_size)
             chunks = [keys[i:i + size] for i in range(0, len(keys), size)]
         for g, chunk in enumerate(chunks):
-            units = [(self._clean(target, groups[k][0]), self._pairs(groups[k])) for k in chunk]
+            units = [(self._clean(target, groups[k][0]), self._pairs(groups[k]), groups[k][0].system) for k in chunk]
             for k, c in zip(chunk, self._craft_units(target, units, g, len(chunks), progress)):
                 self._cache[k] = c
         return [self._cache[self._key(s)] for s in samples]
@@ -191,22 +196,23 @@ class GradientAttack(Attack):
         prompts = self.train_prompts(members) if self.universal else [members[0].prompt]
         return [(p, t) for p in prompts for t in self.target_strings()]
 
-    def _craft_units(self, target: WhiteBox, units: list[tuple[Any, list[tuple[str, str]]]], g: int, groups: int,
-                     progress: Progress | None) -> list[Crafted]:
-        """PGD for ``units`` of (clean image, training pairs): one universal unit whose rows are its pairs, or
-        several per-sample units, one row each."""
+    def _craft_units(self, target: WhiteBox, units: list[tuple[Any, list[tuple[str, str]], str | None]], g: int,
+                     groups: int, progress: Progress | None) -> list[Crafted]:
+        """PGD for ``units`` of (clean image, training pairs, system prompt): one universal unit whose rows are its
+        pairs, or several per-sample units, one row each."""
         import numpy as np
         import torch
         from PIL import Image
 
         from mmsafe.metrics.perturbation import perturbation
 
-        clean = torch.stack([c for c, _ in units])
+        clean = torch.stack([u[0] for u in units])
         if target.device:
             clean = clean.to(target.device)  # the perturbation lives where the model does: no copies per step
         universal = len(units) == 1 and self.universal
         pairs = units[0][1]
         rows = min(self.batch or len(pairs), len(pairs)) if universal else len(units)
+        systems = [units[0][2]] * rows if universal else [u[2] for u in units]
         calls = 0
 
         def objective(x: Any) -> Any:
@@ -215,11 +221,11 @@ class GradientAttack(Attack):
             if universal:
                 chosen = [pairs[(calls * rows + i) % len(pairs)] for i in range(rows)]
             else:
-                chosen = [p[calls % len(p)] for _, p in units]
+                chosen = [u[1][calls % len(u[1])] for u in units]
             calls += 1
             if self._purifiers:
                 x = _through(self._purifiers, x, [self.config.seed, calls])
-            return self.pair_loss(target, x, chosen)
+            return self.pair_loss(target, x, chosen, systems if any(systems) else None)
 
         config = PGDConfig(**{**self.config.__dict__, "universal": universal,
                               "mask": self.mask(*clean.shape[-2:])})
@@ -234,16 +240,17 @@ class GradientAttack(Attack):
         to8 = lambda t: (t.cpu().permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8)  # noqa: E731
         to_unit = lambda a: torch.from_numpy(a.astype(np.float32) / 255).permute(2, 0, 1)  # noqa: E731
         out = []
-        for i, (_, unit_pairs) in enumerate(units):
+        for i, (_, unit_pairs, system) in enumerate(units):
             adv8, clean8 = to8(result.adv[i]), to8(clean[i])
             out.append(Crafted(
                 image=Image.fromarray(adv8), clean=Image.fromarray(clean8), norms=perturbation(clean8, adv8),
-                loss_clean=self._mean_loss(target, to_unit(clean8), unit_pairs),
-                loss_adv=self._mean_loss(target, to_unit(adv8), unit_pairs), steps=result.steps, history=history,
+                loss_clean=self._mean_loss(target, to_unit(clean8), unit_pairs, system),
+                loss_adv=self._mean_loss(target, to_unit(adv8), unit_pairs, system), steps=result.steps,
+                history=history,
             ))
         return out
 
-    def _mean_loss(self, target: WhiteBox, pixels: Any, pairs: list[tuple[str, str]]) -> float:
+    def _mean_loss(self, target: WhiteBox, pixels: Any, pairs: list[tuple[str, str]], system: str | None) -> float:
         import torch
 
         size = max(1, target.batch_size)
@@ -252,7 +259,8 @@ class GradientAttack(Attack):
             for i in range(0, len(pairs), size):
                 chunk = pairs[i:i + size]
                 x = pixels.unsqueeze(0).expand(len(chunk), -1, -1, -1).to(target.device or "cpu")
-                total += float(target.loss(x, [p for p, _ in chunk], [t for _, t in chunk]).sum())
+                total += float(target.loss(x, [p for p, _ in chunk], [t for _, t in chunk],
+                                           systems=[system] * len(chunk) if system else None).sum())
         return total / len(pairs)
 
     # --- Attack ---------------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ class AdversarialSet:
 
     def save(self, out: Path) -> None:
         """Write ``out/images/*.png`` (one file per distinct image), ``out/adversarial.jsonl`` (id, prompt, image,
-        category, benign, attack, target, norms and losses) and ``out/clean.jsonl``."""
+        category, benign, system prompt and metadata, attack, target, norms and losses) and ``out/clean.jsonl``."""
         (out / "images").mkdir(parents=True, exist_ok=True)
         files: dict[Any, str] = {}
 
@@ -48,7 +48,9 @@ class AdversarialSet:
             if id(c) not in files:
                 files[id(c)] = save_png(c.image)
                 files[(id(c), "clean")] = save_png(c.clean)
-            base = {"id": s.id, "prompt": s.prompt, "category": s.category, "benign": s.benign}
+            # the sample's own fields (a scenario's goal, its system prompt) travel too: the judges read them
+            base = {**_plain(s.metadata), "id": s.id, "prompt": s.prompt, "category": s.category,
+                    "benign": s.benign, **({"system": s.system} if s.system else {})}
             row: dict[str, Any] = {**base, "image": files[id(c)], "attack": self.attack.name,
                                    "attack_spec": self.attack.label, "target": self.target, "source": s.source, "loss_clean": round(c.loss_clean, 6),
                                    "loss_adv": round(c.loss_adv, 6), "steps": c.steps}
@@ -67,3 +69,15 @@ class AdversarialSet:
 
         with datasets.build({"name": "jsonl", "args": {"_": str(out / (CLEAN if clean else ADVERSARIAL))}}) as ds:
             return ds.load()
+
+
+def _plain(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata entries that survive a JSON round trip (images and other objects stay behind)."""
+    out = {}
+    for k, v in metadata.items():
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            continue
+        out[k] = v
+    return out

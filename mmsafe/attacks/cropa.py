@@ -66,7 +66,8 @@ class CroPA(GradientAttack):
         self._noise, self._last, self._calls, self.updates = {}, {}, 0, 0  # each image gets its own adversary
         return super()._craft_units(*args, **kwargs)
 
-    def pair_loss(self, target: WhiteBox, pixels: Any, pairs: list[tuple[str, str]]) -> Any:
+    def pair_loss(self, target: WhiteBox, pixels: Any, pairs: list[tuple[str, str]],
+                  systems: list[str | None] | None = None) -> Any:
         import torch
 
         text_side = cast(PromptEmbeddings, target)  # bind() checked it against ``requires``
@@ -77,7 +78,8 @@ class CroPA(GradientAttack):
             if p not in self._noise:
                 self._noise[p] = torch.zeros(text_side.prompt_noise_shape(p), device=pixels.device,
                                              requires_grad=True)
-        loss = text_side.loss(pixels, prompts, [t for _, t in pairs], prompt_noise=[self._noise[p] for p in prompts])
+        loss = text_side.loss(pixels, prompts, [t for _, t in pairs], prompt_noise=[self._noise[p] for p in prompts],
+                              systems=systems)
         self._calls += 1
         views = max(1, self.config.eot)  # EOT evaluates the objective several times per step: update on the last
         step, view = divmod(self._calls - 1, views)

@@ -10,7 +10,9 @@ from mmsafe.types import ImageRef, Sample
 
 @datasets.register("jsonl")
 class JsonlDataset(Dataset):
-    """Your own samples, one JSON object per line: prompt, optional image (or images), id, category, benign.
+    """Your own samples, one JSON object per line: prompt, optional image (or images), id, category, benign,
+    system (a system prompt for that request); other fields are kept as the sample's metadata (where scenario
+    judges read their goals, e.g. ``tool_goal``).
 
     Image paths are relative to the JSONL file. A line that is not valid JSON or has no prompt is reported with its
     line number and skipped; a missing image file is reported and the sample kept, so the row records the error.
@@ -53,7 +55,7 @@ class JsonlDataset(Dataset):
                     if not full.is_file():
                         self.problems.append(f"{where}: image {p!r} not found")
                     images.append(ImageRef(path=full))
-                known = {"id", "prompt", "image", "images", "category", "benign"}
+                known = {"id", "prompt", "image", "images", "category", "benign", "system"}
                 out.append(
                     Sample(
                         id=sid,
@@ -62,6 +64,7 @@ class JsonlDataset(Dataset):
                         category=str(obj.get("category", "")),
                         source="jsonl",
                         benign=bool(obj.get("benign", False)),
+                        system=str(obj["system"]) if obj.get("system") else None,
                         metadata={k: v for k, v in obj.items() if k not in known},
                     )
                 )

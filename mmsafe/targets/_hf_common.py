@@ -157,10 +157,12 @@ class HFVisionTarget(ChatPrompts, PromptNoise, WhiteBoxTarget):
 
     # ---- loss ---------------------------------------------------------------------------------------------------
 
-    def loss(self, pixels: Any, prompts: list[str], targets: list[str], prompt_noise: list[Any] | None = None) -> Any:
+    def loss(self, pixels: Any, prompts: list[str], targets: list[str], prompt_noise: list[Any] | None = None,
+             systems: list[str | None] | None = None) -> Any:
         """Mean NLL of ``targets[i]`` as the answer to ``prompts[i]`` with image ``pixels[i]``; (B,) tensor.
         ``prompt_noise[i]`` (``prompt_noise_shape(prompts[i])``, or ``None``) is added to the embeddings of the
-        prompt's tokens, differentiably: the text side of cross-prompt attacks."""
+        prompt's tokens, differentiably: the text side of cross-prompt attacks. ``systems[i]``: row i's system
+        prompt, as a sample's ``system`` is in ``generate`` (``None``: the target's own)."""
         model = self.model
         if pixels.dim() != 4 or pixels.shape[0] != len(prompts) or len(prompts) != len(targets):
             raise ValueError(
@@ -169,7 +171,7 @@ class HFVisionTarget(ChatPrompts, PromptNoise, WhiteBoxTarget):
             )
         if tuple(pixels.shape[-2:]) != tuple(self.image_size):
             raise ValueError(f"pixels are {tuple(pixels.shape[-2:])}, this target takes image_size {self.image_size}")
-        texts = [self.prompt_text(p, True) for p in prompts]
+        texts = [self.prompt_text(p, True, s) for p, s in zip(prompts, systems or [None] * len(prompts))]
         input_ids, mask, labels = self.encode(texts, targets)
         dev = model.device
         input_ids, mask, labels = input_ids.to(dev), mask.to(dev), labels.to(dev)

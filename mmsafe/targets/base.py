@@ -39,7 +39,8 @@ class WhiteBox(Protocol):
     ``loss`` takes pixels in [0, 1] image space, before the model's own normalisation (so an attack's epsilon is in
     pixel units, e.g. 16/255), at ``image_size`` = (height, width); resizing and normalisation happen inside the
     graph. It returns one loss per sample: the mean negative log-likelihood of ``targets[i]`` as the assistant's
-    answer to ``prompts[i]`` with image ``pixels[i]``. Lower = the model is more likely to say the target.
+    answer to ``prompts[i]`` with image ``pixels[i]`` (and system prompt ``systems[i]`` where given, as a sample's
+    ``system`` in ``generate``). Lower = the model is more likely to say the target.
     ``to_pixels`` turns a PIL image into the (3, H, W) start point the attack perturbs; ``load`` is called before
     the first of them, and tensors go to ``device`` (``None``: CPU); ``batch_size`` rows are scored together.
     """
@@ -54,7 +55,8 @@ class WhiteBox(Protocol):
 
     def to_pixels(self, image: Any) -> Any: ...
 
-    def loss(self, pixels: Any, prompts: list[str], targets: list[str]) -> Any: ...  # (B,3,H,W) -> (B,)
+    def loss(self, pixels: Any, prompts: list[str], targets: list[str],
+             systems: list[str | None] | None = None) -> Any: ...  # (B,3,H,W) -> (B,)
 
 
 @runtime_checkable
@@ -71,7 +73,7 @@ class PromptEmbeddings(Protocol):
     def embedding_std(self) -> float: ...
 
     def loss(self, pixels: Any, prompts: list[str], targets: list[str],
-             prompt_noise: list[Any] | None = None) -> Any: ...
+             prompt_noise: list[Any] | None = None, systems: list[str | None] | None = None) -> Any: ...
 
 
 def lacks(obj: object, capability: type) -> list[str]:
@@ -107,5 +109,6 @@ class WhiteBoxTarget(Target):
 
         return to_pixels(image, self.image_size)
 
-    def loss(self, pixels: Any, prompts: list[str], targets: list[str]) -> Any:
+    def loss(self, pixels: Any, prompts: list[str], targets: list[str],
+             systems: list[str | None] | None = None) -> Any:
         raise NotImplementedError

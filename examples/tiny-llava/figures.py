@@ -1,5 +1,6 @@
-"""Print the figures of run.sh's scans: each rate with its count and 95% CI (Wilson at 0 or 1, else bootstrap),
-clean vs adversarial, and the perturbation of each crafted image. Usage: python figures.py [OUT] (default: runs)."""
+"""Print the figures of run.sh's and countermeasures.sh's scans: each rate with its count and 95% CI (Wilson at 0 or
+1, else bootstrap), clean vs adversarial (per defense for the countermeasures), and the perturbation of each crafted
+image. Usage: python figures.py [OUT] (default: runs)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,23 @@ from mmsafe.metrics import summarize
 from mmsafe.runner.store import DB_NAME, Store
 
 RUNS = ("refusal16", "hijack16", "hijack16-unknown", "cropa16-unknown", "hijack4-2prompts", "cropa4-2prompts",
-        "hijack4-2prompts-100", "cropa4-2prompts-100", "jailbreak32")
+        "hijack4-2prompts-100", "cropa4-2prompts-100", "jailbreak32", "tool16")
+COUNTERMEASURES = ("cm-clean", "cm-adversarial", "cm-adaptive", "cm-adaptive-purify", "cm-advft-clean",
+                   "cm-advft-adversarial", "cm-advft-adaptive")
+
+
+def rates(folder: Path, label: str) -> None:
+    store = Store.open_existing(folder)
+    try:
+        for s in summarize(list(store.rows())):
+            for name, r in (("ASR", s.asr), ("refusal", s.refusal), ("over-refusal", s.over_refusal)):
+                if r.n:
+                    # a count only where the rate is one: judges that score in [0, 1] give a mean
+                    hits = r.value * r.n
+                    count = f"{round(hits)}/{r.n}" if abs(hits - round(hits)) < 1e-6 else f"n={r.n}"
+                    print(f"  {label:12} {s.group['defense']:16} {s.judge:42} {name:13} {count:>7} {r}")
+    finally:
+        store.close()
 
 
 def main(out: Path) -> None:
@@ -21,17 +38,22 @@ def main(out: Path) -> None:
             continue
         print(f"== {run}")
         for kind in ("clean", "adversarial"):
-            store = Store.open_existing(out / f"{run}-{kind}")
-            for s in summarize(list(store.rows())):
-                for name, r in (("ASR", s.asr), ("refusal", s.refusal), ("over-refusal", s.over_refusal)):
-                    if r.n:
-                        # a count only where the rate is one: judges that score in [0, 1] give a mean
-                        hits = r.value * r.n
-                        count = f"{round(hits)}/{r.n}" if abs(hits - round(hits)) < 1e-6 else f"n={r.n}"
-                        print(f"  {kind:12} {s.judge:42} {name:13} {count:>7} {r}")
-        row = json.loads((out / run / "adversarial.jsonl").read_text().splitlines()[0])
-        print("  image: " + ", ".join(f"{k} {row[k]:.4g}" for k in ("linf", "l2", "psnr", "ssim", "loss_clean",
-                                                                      "loss_adv")) + f" (L∞ {row['linf'] * 255:.0f}/255)")
+            rates(out / f"{run}-{kind}", kind)
+        image(out / run)
+    for run in COUNTERMEASURES:
+        if (out / run / DB_NAME).is_file():
+            print(f"== {run}")
+            rates(out / run, run.removeprefix("cm-"))
+    for craft in ("refusal16-through-noise", "refusal16-through-purify", "refusal16-against-advft"):
+        if (out / craft / "adversarial.jsonl").is_file():
+            print(f"== {craft}")
+            image(out / craft)
+
+
+def image(folder: Path) -> None:
+    row = json.loads((folder / "adversarial.jsonl").read_text().splitlines()[0])
+    print("  image: " + ", ".join(f"{k} {row[k]:.4g}" for k in ("linf", "l2", "psnr", "ssim", "loss_clean",
+                                                                  "loss_adv")) + f" (L∞ {row['linf'] * 255:.0f}/255)")
 
 
 if __name__ == "__main__":

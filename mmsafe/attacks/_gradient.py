@@ -113,7 +113,9 @@ class GradientAttack(Attack):
                   systems: list[str | None] | None = None) -> Any:
         """The PGD objective for one step: per-row loss of (prompt, target string) ``pairs`` on ``pixels``, under
         the system prompts ``systems`` (the samples' own; ``None``: the target's)."""
-        return target.loss(pixels, [p for p, _ in pairs], [t for _, t in pairs], systems=systems)
+        # only when set: a white-box target written before ``systems`` existed still takes the rest
+        extra = {"systems": systems} if systems else {}
+        return target.loss(pixels, [p for p, _ in pairs], [t for _, t in pairs], **extra)
 
     def mask(self, height: int, width: int) -> Any:
         """(1, 1, H, W) tensor of the pixels the attack may change, or ``None`` for the whole image."""
@@ -259,8 +261,8 @@ class GradientAttack(Attack):
             for i in range(0, len(pairs), size):
                 chunk = pairs[i:i + size]
                 x = pixels.unsqueeze(0).expand(len(chunk), -1, -1, -1).to(target.device or "cpu")
-                total += float(target.loss(x, [p for p, _ in chunk], [t for _, t in chunk],
-                                           systems=[system] * len(chunk) if system else None).sum())
+                extra = {"systems": [system] * len(chunk)} if system else {}
+                total += float(target.loss(x, [p for p, _ in chunk], [t for _, t in chunk], **extra).sum())
         return total / len(pairs)
 
     # --- Attack ---------------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class CroPA(GradientAttack):
                 self._noise[p] = torch.zeros(text_side.prompt_noise_shape(p), device=pixels.device,
                                              requires_grad=True)
         loss = text_side.loss(pixels, prompts, [t for _, t in pairs], prompt_noise=[self._noise[p] for p in prompts],
-                              systems=systems)
+                              **({"systems": systems} if systems else {}))
         self._calls += 1
         views = max(1, self.config.eot)  # EOT evaluates the objective several times per step: update on the last
         step, view = divmod(self._calls - 1, views)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from mmsafe.metrics import summarize
 from mmsafe.metrics.agreement import agreement, disagreements
 from mmsafe.metrics.cost import cost_summary
 from mmsafe.metrics.defense import (defense_success_rate, defense_summary, over_refusal_added, pairs,
@@ -263,3 +264,33 @@ def test_row_perturbations_from_a_run(tmp_path):
     assert p["linf"] == pytest.approx(8 / 255)
     assert p["l2"] == pytest.approx(math.sqrt(2) * 8 / 255)
     assert p == {**p, **perturbation(clean, noisy)}
+
+
+def test_rows_crafted_through_a_purifier_are_marked_adaptive(tmp_path):
+    from mmsafe.report.tables import defense_table, summary_table
+
+    def crafted(row: Row, through: str | None) -> Row:
+        row.attacked = row.attacked.with_(metadata={"adaptive": through} if through else {})
+        return row
+
+    rows = _stored(tmp_path, [
+        crafted(_row("a1", attack="refusal-through-noise", verdicts={J: (0.0, True)}), "gaussian-noise"),
+        crafted(_row("a1", attack="refusal-through-noise", defense="gaussian-noise", verdicts={J: (0.0, True)}),
+                "gaussian-noise"),
+        crafted(_row("p1", attack="refusal", verdicts={J: (0.0, True)}), None),
+        crafted(_row("p1", attack="refusal", defense="gaussian-noise", verdicts={J: (0.0, False)}), None),
+    ])
+    marks = {(s.group["attack"], s.group["defense"]): s.adaptive for s in summarize(rows)}
+    assert marks == {("refusal", "gaussian-noise"): "", ("refusal", "none"): "",
+                     ("refusal-through-noise", "gaussian-noise"): "gaussian-noise",
+                     ("refusal-through-noise", "none"): "gaussian-noise"}
+    console = Console(width=200, record=True)
+    console.print(summary_table(rows), defense_table(rows))
+    lines = console.export_text().splitlines()
+    assert "optimised through that purifier" in " ".join(" ".join(lines).split())
+    through = [line for line in lines if "refusal-through-noise" in line]
+    assert len(through) == 3 and all("gaussian-noise" in line for line in through)  # 2 summary rows, 1 defense row
+    plain = [line for line in lines if line.split()[:2] == ["none", "refusal"]]
+    assert plain and not any("gaussian-noise" in line for line in plain)
+    unmarked = _stored(tmp_path / "plain", [_row("p2", verdicts={J: (0.0, True)})])
+    assert "adaptive" not in [c.header for c in summary_table(unmarked).columns]

@@ -55,6 +55,8 @@ class AdversarialSet:
                                    "attack_spec": self.attack.label, "target": self.target, "source": s.source, "loss_clean": round(c.loss_clean, 6),
                                    "loss_adv": round(c.loss_adv, 6), "steps": c.steps}
             row.update({k: (None if v == float("inf") else round(v, 6)) for k, v in c.norms.items()})
+            if self.attack.args.get("through"):  # crafted through a purifier: the report marks these rows adaptive
+                row["adaptive"] = self.attack.args["through"]
             adversarial.append(json.dumps(row, ensure_ascii=False))
             clean.append(json.dumps({**base, "image": files[(id(c), "clean")], "source": s.source},
                                     ensure_ascii=False))

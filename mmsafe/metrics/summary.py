@@ -24,6 +24,7 @@ class Summary:
     over_refusal: Rate  # benign rows refused
     judge_failures: int = 0  # rows this judge failed on (stored with the error, left out of its rates)
     asr_corrected: Rate | None = None  # ASR corrected for the judge's measured error rates (Rogan-Gladen)
+    adaptive: str = ""  # purifiers the group's images were optimised through (adaptive attack), "" for none
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -36,6 +37,7 @@ class Summary:
             "over_refusal": self.over_refusal.as_dict(),
             "judge_failures": self.judge_failures,
             "asr_corrected": self.asr_corrected.as_dict() if self.asr_corrected else None,
+            "adaptive": self.adaptive,
         }
 
 
@@ -82,5 +84,12 @@ def summarize(rows: Iterable[dict[str, Any]], by: tuple[str, ...] = GROUP_KEYS,
             measured = (judge_errors or {}).get(judge)
             corrected = corrected_rate(asr, measured) if measured and versions == {measured.version} else None
             out.append(Summary(dict(zip(by, key)), judge, len(members), errors, rate(asr), rate(refusal), rate(over),
-                               failed, corrected))
+                               failed, corrected, adaptive(members)))
     return out
+
+
+def adaptive(rows: Iterable[dict[str, Any]]) -> str:
+    """The purifiers the rows' images were optimised through, joined ("" for none): ``adaptive`` in the sent
+    sample's fields, written by a gradient attack crafted with ``through`` (inline, or saved by ``mmsafe
+    attack``). Against such rows a purifier cannot be credited for gradient masking."""
+    return ", ".join(sorted({str(m["adaptive"]) for r in rows if (m := r.get("sent_metadata") or {}).get("adaptive")}))

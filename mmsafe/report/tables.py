@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 from rich import box
@@ -9,7 +10,7 @@ from rich.table import Table
 
 from mmsafe.metrics import Rate, summarize
 from mmsafe.metrics.corrected import JudgeErrors
-from mmsafe.metrics.summary import GROUP_KEYS
+from mmsafe.metrics.summary import GROUP_KEYS, adaptive
 
 CAPTION = (
     "% with 95% CI (percentile bootstrap; Wilson score where all rows agree). n = harmful/benign rows judged. ASR "
@@ -19,6 +20,10 @@ CAPTION = (
 SCENARIO_CAPTION = (
     " Scenario datasets: the ASR of their own judge is the scenario's success rate (canary leaked, attacker's tool "
     "called, injection followed, false claim asserted: over every row; privacy: private questions answered)."
+)
+ADAPTIVE_CAPTION = (
+    " adaptive: the images were optimised through that purifier (its transform in the forward pass, fresh randomness "
+    "each step, identity gradient: BPDA + EOT), the rows on which a purifier's effect counts."
 )
 CORRECTED_CAPTION = (
     " ASR corr.: corrected for the judge's measured errors (Rogan-Gladen), the interval carrying the uncertainty of "
@@ -36,15 +41,20 @@ def summary_table(rows: list[dict[str, Any]], by: tuple[str, ...] = GROUP_KEYS, 
                   if any(s.judge == e.judge and s.asr_corrected for s in summaries))) if corrected else "")
     if any((r.get("metadata") or {}).get("scenario") for r in rows):
         caption += SCENARIO_CAPTION
+    marked = any(s.adaptive for s in summaries)
+    if marked:
+        caption += ADAPTIVE_CAPTION
     table = Table(title=title, caption=caption, box=box.SIMPLE_HEAVY)
     # Columns that never vary across the run add nothing: show only the ones that do, plus the last grouping key.
     varying = [k for k in by if len({str(r[k]) for r in rows}) > 1 or k == by[-1]]
     # Names never wrap; on a narrow terminal the rate cells wrap between the value and its interval instead.
     for k in varying:
         table.add_column(k, no_wrap=True, min_width=max(len(k), *(len(str(r[k])) for r in rows)))
+    if marked:
+        table.add_column("adaptive", no_wrap=True)
     if len({j for r in rows for j in r["verdicts"]}) > 1:
         table.add_column("judge", no_wrap=True, min_width=max(len(j) for r in rows for j in r["verdicts"]))
-    multi_judge = len(table.columns) > len(varying)
+    multi_judge = len(table.columns) > len(varying) + marked
     table.add_column("n", justify="right", no_wrap=True, header_style="bold")  # harmful/benign rows judged
     any_errors = any(r["error"] for r in rows)
     if any_errors:
@@ -54,6 +64,7 @@ def summary_table(rows: list[dict[str, Any]], by: tuple[str, ...] = GROUP_KEYS, 
     for s in summaries:
         table.add_row(
             *[s.group[k] for k in varying],
+            *([s.adaptive or "-"] if marked else []),
             *([s.judge] if multi_judge else []),
             f"{s.asr.n}/{s.over_refusal.n}",
             *([str(s.errors)] if any_errors else []),
@@ -129,11 +140,19 @@ def defense_table(rows: list[dict[str, Any]]) -> Table | None:
                   "requests answered without it and refused with it. over-refusal added: the same on benign rows. "
                   "s added: mean seconds per request over the baseline (negative when a block skips generation); "
                   "defense s: the defense's own decisions, its model calls included.")
-    names = ("defense", *groups, "judge")
+    # which pairs' images were crafted through a purifier: the adaptive figures, marked as in the first table
+    by_key: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_key[(str(r["defense"]), *(str(r[k]) for k in groups))].append(r)
+    through = {key: adaptive(members) for key, members in by_key.items()}
+    marked = any(through.values())
+    names = ("defense", *groups, *(["adaptive"] if marked else []), "judge")
     for k in (*names, "pairs", "DSR", "RSR", "over-refusal added", "s added", "defense s"):
         table.add_column(k, justify="left" if k in names else "right", no_wrap=k in names)
     for d in found:
-        table.add_row(*(d.group[k] for k in names[:-1]), d.judge, str(d.pairs),
+        key = (d.group["defense"], *(d.group[k] for k in groups))
+        table.add_row(*(d.group[k] for k in ("defense", *groups)), *([through.get(key) or "-"] if marked else []),
+                      d.judge, str(d.pairs),
                       _fmt(d.dsr), _fmt(d.rsr), _fmt(d.over_refusal_added),
                       _seconds(d.latency_added, "+.2f"), _seconds(d.defense_seconds, ".2f"))
     return table

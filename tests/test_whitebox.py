@@ -393,6 +393,16 @@ def test_transfer_crafts_on_the_surrogate_and_scans_another_target(tiny, tmp_pat
     assert row["response"] and row["images"][0]["sha256"] == out.images[0].sha256
 
 
+def _assert_only_the_vision_side_changed(tiny, folder) -> None:
+    trained = targets.build(f"hf:{folder}")
+    trained.load()
+    tiny.load()
+    before, after = tiny.model.state_dict(), trained.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any("vision_tower" in k for k in changed) and any("multi_modal_projector" in k for k in changed)
+    assert not any("language_model" in k or "lm_head" in k for k in changed)
+
+
 def test_grounding_training_updates_only_the_vision_side(tiny, tmp_path, capsys):
     import random
 
@@ -407,13 +417,7 @@ def test_grounding_training_updates_only_the_vision_side(tiny, tmp_path, capsys)
     main(["--model", f"hf:{tiny.model_id}", "--out", str(out), "--steps", "2", "--batch", "2", "--eval", "2"])
     printed = capsys.readouterr().out
     assert "before:" in printed and "after:" in printed and "step 2/2" in printed
-    trained = targets.build(f"hf:{out}")
-    trained.load()
-    tiny.load()
-    before, after = tiny.model.state_dict(), trained.model.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert any("vision_tower" in k for k in changed) and any("multi_modal_projector" in k for k in changed)
-    assert not any("language_model" in k or "lm_head" in k for k in changed)
+    _assert_only_the_vision_side_changed(tiny, out)
 
 
 def test_adversarial_finetuning_keeps_clean_answers_and_trains_only_the_vision_side(tiny, tmp_path, capsys):
@@ -431,13 +435,7 @@ def test_adversarial_finetuning_keeps_clean_answers_and_trains_only_the_vision_s
     printed = capsys.readouterr().out
     assert "resisting hijack:Visit example.com at 16/255" in printed and "step 2/2  attack" in printed
     assert json.loads((out / "adversarial_finetune.json").read_text())["attack"] == "hijack:Visit example.com"
-    tuned = targets.build(f"hf:{out}")
-    tuned.load()
-    tiny.load()
-    before, after = tiny.model.state_dict(), tuned.model.state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert any("vision_tower" in k for k in changed) and any("multi_modal_projector" in k for k in changed)
-    assert not any("language_model" in k or "lm_head" in k for k in changed)
+    _assert_only_the_vision_side_changed(tiny, out)
     with pytest.raises(SystemExit, match="exists"):
         main(["--model", f"hf:{tiny.model_id}", "--out", str(out)])
 

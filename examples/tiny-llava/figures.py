@@ -44,10 +44,25 @@ def main(out: Path) -> None:
         if (out / run / DB_NAME).is_file():
             print(f"== {run}")
             rates(out / run, run.removeprefix("cm-"))
+    if all((out / run / DB_NAME).is_file() for run in ("cm-clean", "cm-advft-clean")):
+        same = same_answers(out / "cm-clean", out / "cm-advft-clean")
+        print(f"== clean answers of the fine-tuned model equal to the original's: {same}")
     for craft in ("refusal16-through-noise", "refusal16-through-purify", "refusal16-against-advft"):
         if (out / craft / "adversarial.jsonl").is_file():
             print(f"== {craft}")
             image(out / craft)
+
+
+def same_answers(original: Path, tuned: Path) -> str:
+    """How many undefended answers on the clean image the fine-tuned model gives word for word: what adversarial
+    fine-tuning kept of the original behaviour (tiny-llava's vision is untrained, so it has no accuracy to keep)."""
+    answers = []
+    for folder in (original, tuned):
+        store = Store.open_existing(folder)
+        answers.append({r["sample_id"]: r["response"] for r in store.rows() if r["defense"] == "none"})
+        store.close()
+    shared = sorted(set(answers[0]) & set(answers[1]))
+    return f"{sum(answers[0][k] == answers[1][k] for k in shared)}/{len(shared)}"
 
 
 def image(folder: Path) -> None:

@@ -17,11 +17,12 @@ is a normal LLaVA folder, used as ``hf:DIR``; ``DIR/adversarial_finetune.json`` 
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 from pathlib import Path
 from typing import Any
+
+from mmsafe.train.tiny_llava import arguments, load_llava, picture, vision_side
 
 # The defender's questions (our wording): about a picture and general, disjoint from examples/tiny-llava's
 # shadow and held-out questions.
@@ -47,7 +48,6 @@ QUESTIONS = (
 
 def pairs(target: Any, count: int, seed: int, max_new_tokens: int) -> list[tuple[Any, str, str]]:
     """``count`` (clean pixels, question, the model's own clean answer) triples on drawn pictures."""
-    from mmsafe.train.tiny_llava import picture
     from mmsafe.types import ImageRef, Sample
 
     rng = random.Random(seed)
@@ -72,8 +72,7 @@ def train(target: Any, data: list[tuple[Any, str, str]], attack_strings: list[st
 
     from mmsafe.attacks._pgd import PGDConfig, pgd
 
-    inner_model = target.model.model
-    params = [*inner_model.vision_tower.parameters(), *inner_model.multi_modal_projector.parameters()]
+    params = vision_side(target)
     opt = torch.optim.AdamW(params, lr=lr)
     rng = random.Random(seed)
     config = PGDConfig(eps=eps, steps=inner, step_size=2.5 * eps / inner, random_start=True, seed=seed)
@@ -107,9 +106,7 @@ def train(target: Any, data: list[tuple[Any, str, str]], attack_strings: list[st
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True, help="folder for the fine-tuned model (hf:OUT loads it)")
-    ap.add_argument("--model", default="tiny-llava", help="tiny-llava, or hf:<LLaVA id or folder>")
+    ap = arguments(__doc__, "fine-tuned")
     ap.add_argument("--attack", default="refusal",
                     help="the gradient attack to resist, as for `mmsafe attack -a`: refusal, or hijack:'TEXT'")
     ap.add_argument("--steps", type=int, default=40, help="optimiser steps")
@@ -126,17 +123,11 @@ def main(argv: list[str] | None = None) -> None:
 
     from mmsafe.attacks import GradientAttack, attacks
     from mmsafe.models import save_atomically
-    from mmsafe.targets import targets
-    from mmsafe.targets.hf_llava import HFLlava
 
     attack = attacks.build(a.attack)
     if not isinstance(attack, GradientAttack):
         raise SystemExit(f"{a.attack}: not a gradient attack (refusal, hijack:'TEXT', visual-jailbreak, ...)")
-    target = targets.build(a.model)
-    if not isinstance(target, HFLlava):
-        raise SystemExit(f"{a.model}: not a LLaVA target; this script trains LLaVA's vision tower and projector")
-    target.shared = False  # training changes the weights: a private copy, not the one other components share
-    target.load()
+    target = load_llava(a.model)
     data = pairs(target, a.pairs, a.seed, a.answer_tokens)
     if not data:
         raise SystemExit(f"{a.model} answered none of the {a.pairs} training questions; nothing to keep")

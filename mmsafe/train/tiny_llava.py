@@ -74,9 +74,7 @@ def train(target: Any, steps: int, batch: int, lr: float, seed: int, log: Any = 
     """Train the vision tower and projector of a loaded LLaVA ``target`` in place; returns the loss per step."""
     import torch
 
-    model = target.model
-    inner = model.model
-    params = [*inner.vision_tower.parameters(), *inner.multi_modal_projector.parameters()]
+    params = vision_side(target)
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr)
@@ -102,10 +100,36 @@ def train(target: Any, steps: int, batch: int, lr: float, seed: int, log: Any = 
     return history
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, required=True, help="folder for the trained model (hf:OUT loads it)")
+def vision_side(target: Any) -> list[Any]:
+    """The parameters of a loaded LLaVA target's vision tower and projector: what this module's scripts train."""
+    inner = target.model.model
+    return [*inner.vision_tower.parameters(), *inner.multi_modal_projector.parameters()]
+
+
+def arguments(doc: str, what: str) -> argparse.ArgumentParser:
+    """The command line shared by the scripts that train a LLaVA's vision side: ``--out`` and ``--model``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help=f"folder for the {what} model (hf:OUT loads it)")
     ap.add_argument("--model", default="tiny-llava", help="tiny-llava, or hf:<LLaVA id or folder>")
+    return ap
+
+
+def load_llava(spec: str) -> Any:
+    """Build and load the LLaVA target ``spec`` as a private copy (training changes its weights, so not the copy
+    other components share); exits with a message when it is not a LLaVA."""
+    from mmsafe.targets import targets
+    from mmsafe.targets.hf_llava import HFLlava
+
+    target = targets.build(spec)
+    if not isinstance(target, HFLlava):
+        raise SystemExit(f"{spec}: not a LLaVA target; this script trains LLaVA's vision tower and projector")
+    target.shared = False
+    target.load()
+    return target
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = arguments(__doc__, "trained")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4)
@@ -114,15 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
 
     from mmsafe.models import save_atomically
-    from mmsafe.targets import targets
-    from mmsafe.targets.hf_llava import HFLlava
 
-    target = targets.build(a.model)
-    if not isinstance(target, HFLlava):
-        raise SystemExit(f"{a.model}: not a LLaVA target; this script trains LLaVA's vision tower and projector")
+    target = load_llava(a.model)
     target.max_new_tokens = 12  # the answers checked are a few words
-    target.shared = False  # training changes the weights: a private copy, not the one other components share
-    target.load()
     held_out = [picture(random.Random(f"eval-{a.seed}-{i}"), target.image_size[0]) for i in range(a.eval)]
     print("before:", {k: f"{v:.0%}" for k, v in evaluate(target, held_out).items()})
     train(target, a.steps, a.batch, a.lr, a.seed)

@@ -294,3 +294,24 @@ def test_rows_crafted_through_a_purifier_are_marked_adaptive(tmp_path):
     assert plain and not any("gaussian-noise" in line for line in plain)
     unmarked = _stored(tmp_path / "plain", [_row("p2", verdicts={J: (0.0, True)})])
     assert "adaptive" not in [c.header for c in summary_table(unmarked).columns]
+
+
+def test_frontier_keeps_the_defenses_no_other_beats_on_both_rates(tmp_path):
+    from mmsafe.metrics.defense import tradeoffs
+    from mmsafe.report.tables import frontier_table
+
+    # (harmful rows unsafe, benign rows refused) out of 2 each: none (2, 0), strict (0, 2), balanced (1, 0),
+    # worse (1, 1) is beaten by balanced, blunt (0, 2) ties strict and stays
+    shape = {"none": (2, 0), "strict": (0, 2), "balanced": (1, 0), "worse": (1, 1), "blunt": (0, 2)}
+    rows = []
+    for defense, (unsafe, refused) in shape.items():
+        rows += [_row(f"h{i}", defense=defense, verdicts={J: (1.0 if i < unsafe else 0.0, False)}) for i in range(2)]
+        rows += [_row(f"b{i}", benign=True, defense=defense, verdicts={J: (0.0, i < refused)}) for i in range(2)]
+    found = {t.defense: t for t in tradeoffs(_stored(tmp_path, rows))}
+    assert {d for d, t in found.items() if t.frontier} == {"strict", "balanced", "blunt"}
+    assert found["worse"].asr.value == 0.5 and found["worse"].over_refusal.value == 0.5
+    console = Console(width=200, record=True)
+    console.print(frontier_table(_stored(tmp_path / "again", rows)))
+    lines = console.export_text().splitlines()
+    assert {line.split()[0] for line in lines if line.rstrip().endswith("yes")} == {"strict", "blunt", "balanced"}
+    assert frontier_table(_stored(tmp_path / "one", rows[:4])) is None  # one defense: nothing to compare

@@ -221,7 +221,7 @@ def report(
     from mmsafe.report.perturbation import perturbation_table
 
     for extra in (tables.targets_table(rows), tables.utility_table(rows), tables.defense_table(rows),
-                  perturbation_table(rows)):
+                  tables.frontier_table(rows), perturbation_table(rows)):
         if extra is not None:
             console.print(extra)
     console.print(tables.cost_table(rows))

@@ -139,3 +139,36 @@ def defense_summary(
                     rate(_latency_added(paired)), rate(_defense_seconds(paired)),
                 ))
     return out
+
+
+@dataclass(frozen=True)
+class Tradeoff:
+    """One defense's safety and its cost, over all of a target's attacks, for one judge: ASR over harmful rows and
+    over-refusal over benign rows, and whether it is on the frontier (no other defense of that target is at least
+    as good on both and better on one)."""
+
+    target: str
+    defense: str
+    judge: str
+    asr: Rate
+    over_refusal: Rate
+    frontier: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "defense": self.defense, "judge": self.judge, "asr": self.asr.as_dict(),
+                "over_refusal": self.over_refusal.as_dict(), "frontier": self.frontier}
+
+
+def tradeoffs(rows: Iterable[dict[str, Any]]) -> list[Tradeoff]:
+    """Every (target, defense, judge) with both rates measured, and which defenses are on the safety/over-refusal
+    frontier. Point estimates decide the frontier; the intervals say how firm it is (overlapping ones: not firm)."""
+    from mmsafe.metrics.summary import summarize
+
+    measured = [s for s in summarize(rows, ("target", "defense")) if s.asr.n and s.over_refusal.n]
+    out = []
+    for s in measured:
+        rivals = [o for o in measured if o.judge == s.judge and o.group["target"] == s.group["target"]]
+        dominated = any(o.asr.value <= s.asr.value and o.over_refusal.value <= s.over_refusal.value
+                        and (o.asr.value, o.over_refusal.value) != (s.asr.value, s.over_refusal.value) for o in rivals)
+        out.append(Tradeoff(s.group["target"], s.group["defense"], s.judge, s.asr, s.over_refusal, not dominated))
+    return out

@@ -314,21 +314,27 @@ def _tradeoff_chart(rows: list[dict[str, Any]]) -> str:
     import plotly.graph_objects as go
     from plotly.colors import qualitative
 
+    from mmsafe.metrics.defense import tradeoffs
+
     by_judge = _by(summarize(rows, ("target", "defense")))
     judges = sorted(by_judge)
     one_target = len({r["target"] for r in rows}) == 1
+    on_frontier = {(t.target, t.defense, t.judge) for t in tradeoffs(rows) if t.frontier}
     fig = go.Figure()
     for j in judges:
         for i, s in enumerate(by_judge[j].values()):  # one trace per point: the legend names it
             name = s.group["defense"] if one_target else f"{s.group['target']} / {s.group['defense']}"
+            best = (s.group["target"], s.group["defense"], j) in on_frontier
             fig.add_trace(go.Scatter(
                 x=[_pct(s.over_refusal)], y=[_pct(s.asr)], mode="markers", name=_label(name),
                 error_x=_error_bars([s.over_refusal]), error_y=_error_bars([s.asr]),
-                marker={"size": 12, "color": qualitative.Plotly[i % len(qualitative.Plotly)]},
-                hovertemplate=_label(name) + "<br>over-refusal %{x:.0f}%<br>ASR %{y:.0f}%<extra></extra>"))
+                marker={"size": 16 if best else 12, "symbol": "star" if best else "circle",
+                        "color": qualitative.Plotly[i % len(qualitative.Plotly)]},
+                hovertemplate=_label(name) + "<br>over-refusal %{x:.0f}%<br>ASR %{y:.0f}%"
+                + ("<br>on the frontier" if best else "") + "<extra></extra>"))
     _judge_menu(fig, judges, [len(by_judge[j]) for j in judges])
     fig.update_layout(height=460, title="Safety vs over-refusal per defense" + ("" if one_target else " and target")
-                      + " (lower left is better)",
+                      + " (lower left is better; stars: the frontier)",
                       xaxis={"title": "over-refusal % (benign rows refused)", "range": [-5, 105]},
                       yaxis={"title": "ASR % (harmful rows, all attacks)", "range": [-5, 105]})
     return _figure(fig, "chart-tradeoff")
@@ -401,6 +407,7 @@ def run_report(run: Run, judge_errors: dict[str, JudgeErrors] | None = None,
                                                     title="Results by category", judge_errors=judge_errors)),
         utility=table_data(tables.utility_table(rows)),
         defense=table_data(tables.defense_table(rows)),
+        frontier=table_data(tables.frontier_table(rows)),
         cost=table_data(tables.cost_table(rows)),
         agreement=table_data(agreement_table(rows)) if multi_judge else None,
         disagreements=table_data(disagreements_table(rows, limit=10)) if multi_judge else None,

@@ -158,6 +158,26 @@ def defense_table(rows: list[dict[str, Any]]) -> Table | None:
     return table
 
 
+def frontier_table(rows: list[dict[str, Any]]) -> Table | None:
+    """Each defense's ASR and over-refusal over all attacks, and which are on the safety/over-refusal frontier."""
+    from mmsafe.metrics.defense import tradeoffs
+
+    found = tradeoffs(rows)
+    if len({t.defense for t in found}) < 2:
+        return None
+    table = Table(title="Safety vs over-refusal per defense (all attacks)", box=box.SIMPLE_HEAVY,
+                  caption="frontier: no other defense of the target has both a lower or equal ASR and a lower or "
+                  "equal over-refusal (and one of them lower), by point estimate; where the intervals overlap the "
+                  "order is not firm.")
+    names = (*(["target"] if len({t.target for t in found}) > 1 else []), "defense", "judge")
+    for k in (*names, "ASR", "over-refusal", "frontier"):
+        table.add_column(k, justify="left" if k in names else "right", no_wrap=k in names)
+    for t in sorted(found, key=lambda t: (t.target, t.judge, not t.frontier, t.asr.value, t.over_refusal.value)):
+        table.add_row(*([t.target] if "target" in names else []), t.defense, t.judge, _fmt(t.asr),
+                      _fmt(t.over_refusal), "yes" if t.frontier else "")
+    return table
+
+
 def _targets(rows: list[dict[str, Any]]) -> tuple[str, ...]:
     """``("target",)`` when the run has several targets: a grouping key and column only then."""
     return ("target",) if len({r["target"] for r in rows}) > 1 else ()
@@ -187,7 +207,7 @@ def report_json(rows: list[dict[str, Any]], judge_errors: dict[str, JudgeErrors]
     """Every metric of the run as plain data (what the tables show, unrounded)."""
     from mmsafe.metrics.agreement import agreement
     from mmsafe.metrics.cost import cost_summary
-    from mmsafe.metrics.defense import defense_summary
+    from mmsafe.metrics.defense import defense_summary, tradeoffs
     from mmsafe.metrics.utility import utility
 
     return {
@@ -198,6 +218,7 @@ def report_json(rows: list[dict[str, Any]], judge_errors: dict[str, JudgeErrors]
         "judge_errors": [e.as_dict() for e in (judge_errors or {}).values()],
         "utility": [u.as_dict() for u in utility(rows)],
         "defense": [d.as_dict() for d in defense_summary(rows)],
+        "frontier": [t.as_dict() for t in tradeoffs(rows)],
         "cost": [c.as_dict() for c in cost_summary(rows)],
         "judge_agreement": [a.as_dict() for a in agreement(rows)],
     }

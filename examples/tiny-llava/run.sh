@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # White-box attacks on the offline tiny-llava, end to end through the CLI: craft with `mmsafe attack`, then scan
 # the saved 8-bit PNGs (adversarial.jsonl) and the same rows with the clean start image (clean.jsonl).
-# The figures in the README come from this script: bash examples/tiny-llava/run.sh [OUT [NAME...]] (about 70 min on
+# The figures in the README come from this script: bash examples/tiny-llava/run.sh [OUT [NAME...]] (about 90 min on
 # 2 CPU cores); NAMEs run only those experiments, e.g. run.sh runs refusal16 hijack16.
 set -euo pipefail
 cd "$(dirname "$0")"

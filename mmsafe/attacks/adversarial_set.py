@@ -74,9 +74,12 @@ class AdversarialSet:
 
 
 def _plain(metadata: dict[str, Any]) -> dict[str, Any]:
-    """The metadata entries that survive a JSON round trip (images and other objects stay behind)."""
+    """The metadata entries that survive a JSON round trip (images and other objects stay behind), less the names
+    the JSONL loader reads as the row's own images."""
     out = {}
     for k, v in metadata.items():
+        if k in ("image", "images"):
+            continue
         try:
             json.dumps(v)
         except (TypeError, ValueError):

@@ -227,7 +227,8 @@ class GradientAttack(Attack):
             calls += 1
             if self._purifiers:
                 x = _through(self._purifiers, x, [self.config.seed, calls])
-            return self.pair_loss(target, x, chosen, systems if any(systems) else None)
+            # systems only when set, as in pair_loss: an override written before them keeps working
+            return self.pair_loss(target, x, chosen, **({"systems": systems} if any(systems) else {}))
 
         config = PGDConfig(**{**self.config.__dict__, "universal": universal,
                               "mask": self.mask(*clean.shape[-2:])})

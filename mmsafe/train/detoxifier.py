@@ -7,8 +7,8 @@ the ``protector`` defense loads: ``{name: protector, args: {model: DIR, prefix: 
 Pairs are real answers, not written here: for each harmful request in the classifier judge's labelled answers
 (``mmsafe/judges/data/judge_labels.jsonl``, sources and licences in its README) that one model answered unsafely
 and another safely (XSTest's models answer the same prompts), the unsafe answer is the input and a safe one the
-target (GPT-4's where there is one, else Llama 2's, else any). Split by prompt with the judge's own hash, so the
-test requests were never trained on. Before and after training the script rewrites the test split's unsafe answers
+target (GPT-4's where there is one, else Llama 2's, else any). Split by a stable hash of the request's text
+(``held_out``), so the test requests were never trained on. Before and after training the script rewrites the test split's unsafe answers
 through the ``protector`` defense's own ``detoxify`` (the untrained model with its decline ``prefix``, the trained
 one without) and judges the rewrites with the classifier given the request's label; it prints how many came out
 unsafe and how many were refusals. Pi et al. 2024 train their detoxifier the same way on their own pairs.

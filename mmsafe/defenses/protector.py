@@ -16,6 +16,13 @@ DETOX = (
 )
 
 
+def detox_prompt(tok: Any, request: str, answer: str) -> str:
+    """The detoxifier's input for one (request, harmful answer), in the model's chat format: what the defense asks
+    and what ``mmsafe.train.detoxifier`` trains on."""
+    return tok.apply_chat_template([{"role": "user", "content": DETOX.format(request=request, answer=answer)}],
+                                   tokenize=False, add_generation_prompt=True)
+
+
 @defenses.register("protector")
 class Protector(Defense):
     """Output defense: MLLM-Protector; a harm detector checks each answer, a detoxifier LM rewrites harmful ones.
@@ -80,9 +87,7 @@ class Protector(Defense):
         import torch
 
         self.load()
-        texts = [self._tok.apply_chat_template([{"role": "user", "content": DETOX.format(request=q, answer=a)}],
-                                               tokenize=False, add_generation_prompt=True) + self.prefix
-                 for q, a in zip(requests, answers)]
+        texts = [detox_prompt(self._tok, q, a) + self.prefix for q, a in zip(requests, answers)]
         enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._lm.device)
         with torch.inference_mode():
             out = self._lm.generate(**enc, **generation_kwargs(self._tok, self.max_new_tokens))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmsafe.metrics.rates import Rate, rate
+from mmsafe.metrics.summary import Summary, summarize
 
 PAIR_KEYS = ("dataset", "target", "attack")
 
@@ -159,12 +160,13 @@ class Tradeoff:
                 "over_refusal": self.over_refusal.as_dict(), "frontier": self.frontier}
 
 
-def tradeoffs(rows: Iterable[dict[str, Any]]) -> list[Tradeoff]:
+def tradeoffs(rows: Iterable[dict[str, Any]], summaries: list[Summary] | None = None) -> list[Tradeoff]:
     """Every (target, defense, judge) with both rates measured, and which defenses are on the safety/over-refusal
-    frontier. Point estimates decide the frontier; the intervals say how firm it is (overlapping ones: not firm)."""
-    from mmsafe.metrics.summary import summarize
-
-    measured = [s for s in summarize(rows, ("target", "defense")) if s.asr.n and s.over_refusal.n]
+    frontier. Point estimates decide the frontier; the intervals say how firm it is (overlapping ones: not firm).
+    ``summaries``: the rows' ``summarize(rows, ("target", "defense"))`` when the caller has it already."""
+    if summaries is None:
+        summaries = summarize(rows, ("target", "defense"))
+    measured = [s for s in summaries if s.asr.n and s.over_refusal.n]
     out = []
     for s in measured:
         rivals = [o for o in measured if o.judge == s.judge and o.group["target"] == s.group["target"]]

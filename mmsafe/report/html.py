@@ -316,10 +316,11 @@ def _tradeoff_chart(rows: list[dict[str, Any]]) -> str:
 
     from mmsafe.metrics.defense import tradeoffs
 
-    by_judge = _by(summarize(rows, ("target", "defense")))
+    summaries = summarize(rows, ("target", "defense"))
+    by_judge = _by(summaries)
     judges = sorted(by_judge)
     one_target = len({r["target"] for r in rows}) == 1
-    on_frontier = {(t.target, t.defense, t.judge) for t in tradeoffs(rows) if t.frontier}
+    on_frontier = {(t.target, t.defense, t.judge) for t in tradeoffs(rows, summaries) if t.frontier}
     fig = go.Figure()
     for j in judges:
         for i, s in enumerate(by_judge[j].values()):  # one trace per point: the legend names it

@@ -51,19 +51,18 @@ def train(lm: Any, tok: Any, data: list[tuple[str, str, str]], steps: int, batch
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from mmsafe.defenses.protector import DETOX
+    from mmsafe.defenses.protector import detox_prompt
 
     model = get_peft_model(lm, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, task_type="CAUSAL_LM",
                                           target_modules=["q_proj", "k_proj", "v_proj", "o_proj"]))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     rng = random.Random(seed)
-    tok.padding_side = "right"
+    kept, tok.padding_side = tok.padding_side, "right"
     model.train()
     recent: list[float] = []
     for step in range(1, steps + 1):
         chosen = rng.sample(data, min(batch, len(data)))
-        prompts = [tok.apply_chat_template([{"role": "user", "content": DETOX.format(request=q, answer=a)}],
-                                           tokenize=False, add_generation_prompt=True) for q, a, _ in chosen]
+        prompts = [detox_prompt(tok, q, a) for q, a, _ in chosen]
         ids, labels = [], []
         for prompt, (_, _, safe) in zip(prompts, chosen):
             p = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -85,7 +84,7 @@ def train(lm: Any, tok: Any, data: list[tuple[str, str, str]], steps: int, batch
         if step % 10 == 0 or step == steps:
             log(f"step {step}/{steps}  loss {sum(recent) / len(recent):.4f}")
     model.eval()
-    tok.padding_side = "left"
+    tok.padding_side = kept
     return model.merge_and_unload()
 
 

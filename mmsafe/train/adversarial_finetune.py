@@ -22,6 +22,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+from mmsafe.batching import in_batches
 from mmsafe.train.tiny_llava import arguments, load_llava, picture, vision_side
 
 # The defender's questions (our wording): about a picture and general, disjoint from examples/tiny-llava's
@@ -55,9 +56,7 @@ def pairs(target: Any, count: int, seed: int, max_new_tokens: int) -> list[tuple
     samples = [Sample(id=str(i), prompt=q, images=(ImageRef.from_pil(im),)) for i, (im, q) in enumerate(drawn)]
     kept, target.max_new_tokens = target.max_new_tokens, max_new_tokens
     try:
-        answers = []
-        for i in range(0, len(samples), max(1, target.batch_size)):
-            answers += target.generate(samples[i:i + max(1, target.batch_size)])
+        answers = in_batches(samples, target.batch_size, target.generate)
     finally:
         target.max_new_tokens = kept
     # An empty answer teaches nothing: those pairs are dropped.

@@ -57,15 +57,14 @@ def correct(kind: str, facts: dict[str, str], answer: str) -> bool:
 
 def evaluate(target: Any, pictures: list[tuple[Any, dict[str, str]]]) -> dict[str, float]:
     """Accuracy per question kind on ``pictures`` with greedy answers."""
+    from mmsafe.batching import in_batches
     from mmsafe.types import ImageRef, Sample
 
     scores = {}
     for kind, (question, _) in QUESTIONS.items():
         samples = [Sample(id=str(i), prompt=question, images=(ImageRef.from_pil(im),))
                    for i, (im, _) in enumerate(pictures)]
-        answers = []
-        for i in range(0, len(samples), target.batch_size):
-            answers += target.generate(samples[i:i + target.batch_size])
+        answers = in_batches(samples, target.batch_size, target.generate)
         scores[kind] = sum(correct(kind, f, a.text) for (_, f), a in zip(pictures, answers)) / len(pictures)
     return scores
 

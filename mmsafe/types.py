@@ -67,6 +67,13 @@ class Sample:
     def with_(self, **changes: Any) -> Sample:
         return replace(self, **changes)
 
+    @property
+    def goal(self) -> str:
+        """What the request asks for in plain words, the text judges read: ``metadata["goal"]`` where a dataset ships
+        its requests already attacked (FigStep's images, JailBreakV's jailbreak text: the carrier in ``prompt``),
+        else ``prompt``."""
+        return str(self.metadata.get("goal") or self.prompt)
+
 
 @dataclass
 class Response:

@@ -19,7 +19,7 @@ class JailbreakV28K(Dataset):
     huggingface.co/datasets/JailbreakV-28K/JailBreakV-28k, columns id, jailbreak_query, redteam_query, format, policy,
     image_path, from, selected_mini, transfer_from_llm (column meanings from the dataset card). ``image_path`` is
     relative to the CSV's folder. The prompt is jailbreak_query (the attack), the category is policy; redteam_query
-    (the plain harmful request) and the rest go to metadata. ``mini=True`` keeps the rows marked ``selected_mini``
+    (the plain harmful request, also the sample's ``goal``, what judges read) and the rest go to metadata. ``mini=True`` keeps the rows marked ``selected_mini``
     (the 280-row mini set).
     """
 
@@ -67,6 +67,7 @@ class JailbreakV28K(Dataset):
                     benign=False,
                     metadata={
                         "redteam_query": row.get("redteam_query", ""),
+                        "goal": row.get("redteam_query", ""),
                         "format": row.get("format", ""),
                         "from": row.get("from", ""),
                         "selected_mini": mini,

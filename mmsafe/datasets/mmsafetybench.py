@@ -145,6 +145,7 @@ class MMSafetyBench(Dataset):
             benign=False,
             metadata={
                 "question": q.get("Question", ""),
+                "goal": q.get("Question", ""),  # the prompt may be the rephrased carrier; judges read the question
                 "key_phrase": q.get("Key Phrase", ""),
                 "phrase_type": q.get("Phrase Type", ""),
                 "variant": self.variant,

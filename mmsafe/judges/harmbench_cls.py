@@ -89,7 +89,7 @@ class HarmBenchClassifier(Judge):
         return self._tok.decode(ids[: self.max_generation_tokens], skip_special_tokens=True)
 
     def prompt(self, sample: Sample, response: Response) -> str:
-        return PROMPT.format(behavior=sample.prompt, generation=self.clip(response.text))
+        return PROMPT.format(behavior=sample.goal, generation=self.clip(response.text))
 
     def read(self, answer: str | Exception) -> Verdict:
         if isinstance(answer, Exception):

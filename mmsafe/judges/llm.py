@@ -68,7 +68,7 @@ class LLMJudge(Judge):
             self._target = None
 
     def prompt(self, sample: Sample, response: Response) -> str:
-        return self.template.format(request=sample.prompt, instruction=sample.metadata.get("instruction", ""),
+        return self.template.format(request=sample.goal, instruction=sample.metadata.get("instruction", ""),
                                     response=response.text[: self.max_response_chars])
 
     def read(self, answer: Response) -> Verdict:

@@ -40,12 +40,16 @@ def embedder_path() -> Path:
     return path
 
 
-def _export(src: Path, dest: Path) -> None:
-    """Write the transformer of ``src`` as an ONNX graph to ``dest`` (atomically: a killed export leaves nothing)."""
+def _export(src: Path, dest: Path, deltas: dict[str, np.ndarray] | None = None) -> None:
+    """Write the transformer of ``src`` as an ONNX graph to ``dest`` (atomically: a killed export leaves nothing),
+    with ``deltas`` (parameter name -> array, e.g. merged LoRA updates) added to its weights first."""
     import torch
     from transformers import AutoModel
 
     bert = AutoModel.from_pretrained(src, local_files_only=True).eval()
+    with torch.no_grad():
+        for name, delta in (deltas or {}).items():
+            bert.get_parameter(name).add_(torch.from_numpy(np.asarray(delta, dtype=np.float32)))
 
     class Hidden(torch.nn.Module):  # keyword call: the positional order of BertModel.forward is not stable
         def __init__(self) -> None:
@@ -70,9 +74,11 @@ def _export(src: Path, dest: Path) -> None:
 
 
 class Embedder:
-    """Tokenizer + ONNX session of one model folder; ``encode`` gives normalised mean-pooled float32 rows."""
+    """Tokenizer + ONNX session of one model folder; ``encode`` gives normalised mean-pooled float32 rows.
+    ``deltas`` and ``graph``: an adapted copy of the network (the classifier judge's LoRA cross-encoder), exported
+    once to ``graph``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, deltas: dict[str, np.ndarray] | None = None, graph: Path | None = None) -> None:
         from transformers import AutoTokenizer
 
         pooling = json.loads((path / "1_Pooling" / "config.json").read_text())
@@ -82,26 +88,31 @@ class Embedder:
         self.max_length = int(json.loads((path / "sentence_bert_config.json").read_text())["max_seq_length"])
         self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
         weights = path / "model.safetensors"
-        graph = cache_dir() / "embeddings" / f"{path.parent.name}-{weights.stat().st_size}" / "model.onnx"
+        graph = graph or cache_dir() / "embeddings" / f"{path.parent.name}-{weights.stat().st_size}" / "model.onnx"
         if not graph.is_file():
-            _export(path, graph)
+            _export(path, graph, deltas)
         import onnxruntime as ort
 
         self.session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
 
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    def encode(self, texts: Sequence[str], batch_size: int = 64, pairs: Sequence[str] | None = None,
+               max_length: int | None = None, normalise: bool = True) -> np.ndarray:
+        """Mean-pooled rows of ``texts``, or of (text, pair) read together as one input (a cross-encoder)."""
         # sentence-transformers strips each text; longest first so each batch pads to similar lengths
         texts = [str(t).strip() for t in texts]
+        second = None if pairs is None else [str(t).strip() for t in pairs]
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]) - (len(second[i]) if second else 0))
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
-            enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True, max_length=self.max_length,
+            enc = self.tokenizer([texts[i] for i in idx], None if second is None else [second[i] for i in idx],
+                                 padding=True, truncation=True, max_length=max_length or self.max_length,
                                  return_tensors="np")
             hidden = self.session.run(None, {k: enc[k].astype(np.int64) for k in _INPUTS})[0]
             mask = enc["attention_mask"][..., None].astype(np.float32)
             pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1e-9)
-            out[idx] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+            out[idx] = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12) if normalise \
+                else pooled
         return out
 
 

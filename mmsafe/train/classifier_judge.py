@@ -14,7 +14,7 @@
 4. **Final heads**: trained on the train split of all real sources, saved, then scored per source on the test
    split (what ``mmsafe judge eval --judge classifier --by source`` reproduces).
 
-Heads: ``refusal`` and ``unsafe`` on every row; ``delivers`` (unsafe or not) on the non-refusing answers to harmful
+Heads: ``refusal`` (a LoRA cross-encoder on the real rows, ``train_cross_encoder``) and ``unsafe`` on every row; ``delivers`` (unsafe or not) on the non-refusing answers to harmful
 requests only, the head a scan's judge decides with, since it knows which requests are harmful (see
 ``mmsafe/judges/classifier.py``). Each judge is scored two ways: given the request's label, as in a scan, and on
 the text alone (``classifier-text``; ``keywords`` has no other way).
@@ -24,7 +24,8 @@ head they lowered refusal accuracy on left-out XSTest models by 0.03-0.05 (their
 a refusal than real answers have), while the unsafe head needs them to know the vague step lists of mmsafe's own
 attack categories (without them it scores 0.68 on their test templates) and they do not change its real-row
 figures. Their test split is scored apart and is not evidence of quality.
-Needs scikit-learn at training time only; the judge itself needs numpy and onnxruntime (mmsafe/embeddings.py).
+Needs scikit-learn and peft at training time only (``pip install -e '.[train]'``); the judge itself needs numpy and
+onnxruntime (mmsafe/embeddings.py).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import csv
 import hashlib
 import json
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,14 @@ TEST_FRACTION = 0.3
 # at most 0.01 accuracy, a choice made on the reported figures, so they are that much optimistic.
 C = 0.03
 AUTHORED_WEIGHT = 0.3
+# The refusal cross-encoder (``train_cross_encoder``): LoRA rank and scale, which projections, pair length in tokens
+# (a refusal is said up front), the optimiser's settings, and ``authored``: how many templated rows (a seeded sample)
+# join the real ones. Those are there because trained on real rows alone, the cross-encoder left out GPT-4 and
+# called its short "Sorry, but I can't assist with that." compliance (refusal 0.66): every other model's refusals
+# are long, and the templates hold many short wordings. These choices were made on leave-one-model-out figures of
+# a prototype (GPT-4 and Mistral folds), so those two folds' figures are somewhat optimistic (data/README.md).
+XENC = {"r": 8, "alpha": 16, "targets": ["query", "value"], "max_length": 128, "epochs": 3, "batch": 16, "lr": 1e-3,
+        "authored": 400}
 # Real, labelled, and only scored: SmolLM2's answers to XSTest's prompts. Trained on, they lowered the left-out
 # Mistral figures (refusal 0.898 -> 0.871, unsafe 0.946 -> 0.918): the line between the 135M model's vague attempts
 # and its incoherent answers is the least certain labelling in the set. A choice made on the reported figures.
@@ -127,10 +137,59 @@ def authored_harmful(rows: list[dict[str, Any]]) -> None:
             r["harmful_request"] = r["prompt"] not in benign
 
 
+def train_cross_encoder(prompts: list[str], responses: list[str], refusal: list[bool]) -> tuple[dict[str, np.ndarray],
+                                                                                           dict[str, Any]]:
+    """The refusal cross-encoder: LoRA (peft) on the packaged MiniLM's attention query and value projections and a
+    logistic head on the mean-pooled pair, trained on (request, response) pairs; returned as plain arrays (the LoRA
+    A and B of each module, the head) and their spec. Seeded; about 70 s an epoch per 1,000 pairs on 2 cores."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel, AutoTokenizer
+
+    from mmsafe.embeddings import embedder_path
+
+    torch.manual_seed(0)
+    path = embedder_path()
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    bert = get_peft_model(AutoModel.from_pretrained(path, local_files_only=True),
+                          LoraConfig(r=XENC["r"], lora_alpha=XENC["alpha"], lora_dropout=0.1,
+                                     target_modules=list(XENC["targets"])))
+    head = torch.nn.Linear(bert.config.hidden_size, 1)
+    params = [p for p in bert.parameters() if p.requires_grad] + list(head.parameters())
+    opt = torch.optim.AdamW(params, lr=XENC["lr"], weight_decay=0.01)
+    y = torch.tensor(refusal, dtype=torch.float32)
+
+    def logits(idx: np.ndarray) -> Any:  # the same pairs, truncation and pooling as Embedder.encode(pairs=...)
+        enc = tok([prompts[i].strip() for i in idx], [responses[i].strip() for i in idx], padding=True,
+                  truncation=True, max_length=XENC["max_length"], return_tensors="pt")
+        hidden = bert(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        return head((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).squeeze(-1)
+
+    rng = np.random.default_rng(0)
+    bert.train()
+    for _ in range(XENC["epochs"]):
+        order = rng.permutation(len(prompts))
+        for k in range(0, len(order), XENC["batch"]):
+            idx = order[k:k + XENC["batch"]]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits(idx), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    lora = {name: m for name, m in bert.named_modules() if hasattr(m, "lora_A") and "default" in m.lora_A}
+    modules = [name.removeprefix("base_model.model.") + ".weight" for name in lora]
+    arrays = {
+        "xenc_A": np.stack([m.lora_A["default"].weight.detach().numpy() for m in lora.values()]),
+        "xenc_B": np.stack([m.lora_B["default"].weight.detach().numpy() for m in lora.values()]),
+        "xenc_coef": head.weight.detach().numpy()[0], "xenc_intercept": np.float32(head.bias.item()),
+    }
+    return {k: np.asarray(v, dtype=np.float32) for k, v in arrays.items()}, {**XENC, "modules": modules}
+
+
 def fit(x: np.ndarray, rows: list[dict[str, Any]]) -> Heads:
-    """Standardise on the real rows, then one L2 logistic regression per task (authored rows not in the refusal
-    head, ``delivers`` only on non-refusals of harmful requests, see module doc); returned as plain arrays with a
-    weight hash."""
+    """The refusal cross-encoder on the real rows and ``XENC["authored"]`` templated ones (``train_cross_encoder``); then, standardised on the real rows, one
+    L2 logistic regression per other head (``delivers`` only on non-refusals of harmful requests, see module doc);
+    returned as plain arrays with a weight hash."""
     from sklearn import __version__ as sklearn_version
     from sklearn.linear_model import LogisticRegression
 
@@ -140,18 +199,25 @@ def fit(x: np.ndarray, rows: list[dict[str, Any]]) -> Heads:
     scale[scale == 0] = 1.0
     z = (x - mean) / scale
     arrays: dict[str, np.ndarray] = {"mean": mean.astype(np.float32), "scale": scale.astype(np.float32)}
-    for task in Heads.TASKS:
-        w = np.where(real, 1.0, 0.0 if task == "refusal" else AUTHORED_WEIGHT)
+    for task in Heads.LINEAR:
+        w = np.where(real, 1.0, AUTHORED_WEIGHT)
         if task == "delivers":
             w *= np.array([bool(r["harmful_request"]) and not r["refusal"] for r in rows])
-        y = np.array([bool(r["refusal" if task == "refusal" else "unsafe"]) for r in rows])
+        y = np.array([bool(r["unsafe"]) for r in rows])
         model = LogisticRegression(C=C, max_iter=5000).fit(z[w > 0], y[w > 0], sample_weight=w[w > 0])
         arrays[f"{task}_coef"] = model.coef_[0].astype(np.float32)
         arrays[f"{task}_intercept"] = np.float32(model.intercept_[0])
+    templated = [r for r in rows if not is_real(r)]
+    pick = np.random.default_rng(1).choice(len(templated), min(XENC["authored"], len(templated)), replace=False)
+    xrows = [r for r in rows if is_real(r)] + [templated[i] for i in sorted(pick)]
+    xenc, xenc_spec = train_cross_encoder([r["prompt"] for r in xrows], [r["response"] for r in xrows],
+                                          [bool(r["refusal"]) for r in xrows])
+    arrays.update(xenc)
     digest = hashlib.sha256(b"".join(np.ascontiguousarray(arrays[k]).tobytes() for k in sorted(arrays)))
     spec = {"format": HEADS_FORMAT, "embedder": EMBEDDER, "blocks": list(BLOCKS), "lexical": list(LEXICAL),
             "opening": OPENING, "C": C, "authored_weight": AUTHORED_WEIGHT, "train_rows": len(rows),
-            "train_sources": sorted({r["source"] for r in rows}), "sklearn": sklearn_version}
+            "train_sources": sorted({r["source"] for r in rows}), "sklearn": sklearn_version,
+            "cross_encoder": xenc_spec}
     return Heads(arrays, spec, f"{HEADS_FORMAT}-{digest.hexdigest()[:10]}")
 
 
@@ -221,7 +287,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{s} ({sum(rows[i]['source'] == s for i in real)})" for s in sources))
 
     def scored(heads: Heads, idx: list[int]) -> dict[str, dict[str, np.ndarray]]:
-        part, probs = [rows[i] for i in idx], heads.predict(x[idx])
+        part = [rows[i] for i in idx]
+        probs = heads.predict(x[idx], [r["prompt"] for r in part], [r["response"] for r in part])
         return {"classifier": decide(probs, harmful(part)), "keywords": keyword_decisions(part, request_label=True),
                 "classifier-text": decide(probs), "keywords-text": keyword_decisions(part)}
 
@@ -232,7 +299,10 @@ def main(argv: list[str] | None = None) -> None:
             tr = [i for i in trainable if model_of(rows[i]["source"]) != s] + authored
             te = [i for i in real if model_of(rows[i]["source"]) == s and rows[i]["split"] == "test"]
             heads = fit(x[tr], [rows[i] for i in tr])
-            table += [dict(t, setting="loso") for t in report(f"left out: {s}", [rows[i] for i in te], scored(heads, te))]
+            with tempfile.TemporaryDirectory() as tmp:  # a fold's adapted encoder is not worth caching
+                heads.graph = Path(tmp) / "model.onnx"
+                table += [dict(t, setting="loso") for t in report(f"left out: {s}", [rows[i] for i in te],
+                                                                  scored(heads, te))]
 
     tr = trainable + authored
     heads = fit(x[tr], [rows[i] for i in tr])

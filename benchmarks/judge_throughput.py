@@ -4,8 +4,9 @@ The responses are rows of mmsafe's packaged judge labels (shuffled, repeated if 
 batches the way a scan judges them. Loading the embedding model is timed apart: a scan pays it once per process.
 Like in a scan, the judge embeds each distinct request once (it caches request embeddings), so the count of distinct
 requests is printed too.
-The baseline is the same judge with its embeddings computed by sentence-transformers' PyTorch forward (what mmsafe
-used before ``mmsafe/embeddings.py`` moved them to onnxruntime; the numbers are the same), timed in the same run.
+The baseline is the same judge with its embedding features computed by sentence-transformers' PyTorch forward (what
+mmsafe used before ``mmsafe/embeddings.py`` moved them to onnxruntime; the numbers are the same), timed in the same
+run; its refusal cross-encoder runs on onnxruntime in both, so the ratio covers the features only.
 Goal (issue "Judges you can trust"): classifier < 60 s for 1,000 responses on 2 CPU cores. The process's CPU
 seconds are printed beside wall time: on a shared machine wall time measures the neighbours, while CPU seconds / 2
 is what 2 idle cores would take.

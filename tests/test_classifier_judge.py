@@ -74,8 +74,8 @@ def test_refusal_cross_encoder_onnx_equals_the_merged_network_in_torch(tmp_path)
     heads = Heads.load(HEADS)
     heads.graph = tmp_path / "model.onnx"
     prompts = [HARMFUL, BENIGN, HARMFUL]
-    responses = ["I'm sorry, but I can't help with that.", "Find its id with `ps aux | grep python`, then run `kill <pid>`.",
-                 "Step 1: " + "mix it " * 200]
+    responses = ["I'm sorry, but I can't help with that.",
+                 "Find its id with `ps aux | grep python`, then run `kill <pid>`.", "Step 1: " + "mix it " * 200]
     ours = heads.refusal(prompts, responses, batch_size=2)
     bert = AutoModel.from_pretrained(embedder_path(), local_files_only=True).eval()
     tok = AutoTokenizer.from_pretrained(embedder_path(), local_files_only=True)

@@ -34,9 +34,9 @@ lets the unsafe head ask "does this response answer this request?", not only "do
 
 The heads and LoRA factors live in ``data/classifier_heads.npz`` (plain arrays, no pickle) and are trained by
 ``python -m mmsafe.train.classifier_judge`` on the real answers in ``data/judge_labels.jsonl`` (see
-``data/README.md``, which also gives the leave-one-model-out figures). At judging
-time numpy, onnxruntime and a tokenizer are needed (and PyTorch once, to export the merged encoder). The judge's ``version`` is the heads' version, a hash of the
-weights, so verdicts of differently trained heads are never mixed.
+``data/README.md``, which also gives the leave-one-model-out figures). At judging time numpy, onnxruntime and a
+tokenizer are needed (and PyTorch once, to export the merged encoder). The judge's ``version`` is the heads'
+version, a hash of the weights, so verdicts of differently trained heads are never mixed.
 """
 
 from __future__ import annotations
@@ -153,7 +153,8 @@ class Heads:
         """The LoRA updates as full weight deltas, by parameter name of the base model."""
         xenc = self.spec["cross_encoder"]
         scale = xenc["alpha"] / xenc["r"]
-        return {name: scale * b @ a for name, a, b in zip(xenc["modules"], self.arrays["xenc_A"], self.arrays["xenc_B"])}
+        factors = zip(xenc["modules"], self.arrays["xenc_A"], self.arrays["xenc_B"])
+        return {name: scale * b @ a for name, a, b in factors}
 
     def refusal(self, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """P(refusal) of each (request, response) pair, by the cross-encoder."""

@@ -14,16 +14,17 @@
 4. **Final heads**: trained on the train split of all real sources, saved, then scored per source on the test
    split (what ``mmsafe judge eval --judge classifier --by source`` reproduces).
 
-Heads: ``refusal`` (a LoRA cross-encoder on the real rows, ``train_cross_encoder``) and ``unsafe`` on every row; ``delivers`` (unsafe or not) on the non-refusing answers to harmful
-requests only, the head a scan's judge decides with, since it knows which requests are harmful (see
-``mmsafe/judges/classifier.py``). Each judge is scored two ways: given the request's label, as in a scan, and on
+Heads: ``refusal`` (a LoRA cross-encoder, ``train_cross_encoder``) and ``unsafe`` on every row; ``delivers`` (unsafe
+or not) on the non-refusing answers to harmful requests only, the head a scan's judge decides with, since it knows
+which requests are harmful (see ``mmsafe/judges/classifier.py``). Each judge is scored two ways: given the request's label, as in a scan, and on
 the text alone (``classifier-text``; ``keywords`` has no other way).
 
-Templated ``mmsafe-authored`` rows train the unsafe and delivers heads only, weighted ``AUTHORED_WEIGHT``: in the refusal
-head they lowered refusal accuracy on left-out XSTest models by 0.03-0.05 (their templates teach a narrower idea of
-a refusal than real answers have), while the unsafe head needs them to know the vague step lists of mmsafe's own
-attack categories (without them it scores 0.68 on their test templates) and they do not change its real-row
-figures. Their test split is scored apart and is not evidence of quality.
+Templated ``mmsafe-authored`` rows train the unsafe and delivers heads, weighted ``AUTHORED_WEIGHT``: the unsafe
+head needs them to know the vague step lists of mmsafe's own attack categories (without them it scores 0.68 on their
+test templates) and they do not change its real-row figures. A seeded sample of ``XENC["authored"]`` of them joins
+the real rows in the refusal cross-encoder, for the short refusal wordings the real sets lack (see ``XENC``); in the
+former logistic refusal head all of them lowered refusal accuracy on left-out XSTest models by 0.03-0.05. Their
+test split is scored apart and is not evidence of quality.
 Needs scikit-learn and peft at training time only (``pip install -e '.[train]'``); the judge itself needs numpy and
 onnxruntime (mmsafe/embeddings.py).
 """
@@ -187,9 +188,9 @@ def train_cross_encoder(prompts: list[str], responses: list[str], refusal: list[
 
 
 def fit(x: np.ndarray, rows: list[dict[str, Any]]) -> Heads:
-    """The refusal cross-encoder on the real rows and ``XENC["authored"]`` templated ones (``train_cross_encoder``); then, standardised on the real rows, one
-    L2 logistic regression per other head (``delivers`` only on non-refusals of harmful requests, see module doc);
-    returned as plain arrays with a weight hash."""
+    """The refusal cross-encoder on the real rows and ``XENC["authored"]`` templated ones (``train_cross_encoder``);
+    then, standardised on the real rows, one L2 logistic regression per other head (``delivers`` only on non-refusals
+    of harmful requests, see module doc); returned as plain arrays with a weight hash."""
     from sklearn import __version__ as sklearn_version
     from sklearn.linear_model import LogisticRegression
 

@@ -54,7 +54,7 @@ def main() -> None:
 
     # The reader reads an image once per process: read every row's image before any clock starts, so the baseline
     # does not pay OCR that the defenses after it skip (a defense that changes the image still pays for its own).
-    DefendedTarget(reader, "none").run(rows)
+    reader.generate(rows)
     base, _ = timed("none")
     print(f"rows: {len(rows)}  max_new_tokens: {a.max_new_tokens}  batch size: {a.batch_size}")
     print(f"{'defense':<18} {'s/request':>9} {'added s':>8} {'ratio':>6}  decisions")

@@ -18,8 +18,8 @@ class FigStepSafeBench(Dataset):
     With FigStep's published images (``images`` = a folder, or ``true`` for the folder named like the CSV beside it,
     as FigStep ships ``SafeBench-Tiny.csv`` with ``SafeBench-Tiny/``), each sample is the published attack itself:
     the image ``query_<dataset>_<category_id>_<task_id>_6.png`` ("6" is FigStep's query type) with FigStep's text
-    prompt, the original question kept in ``metadata["question"]`` and as the sample's ``goal`` (what judges read). Off by default: the plain requests are what the
-    attacks (``figstep``, ``figstep-pro``, ...) start from.
+    prompt, the original question kept in ``metadata["question"]`` and as the sample's ``goal`` (what judges read).
+    Off by default: the plain requests are what the attacks (``figstep``, ``figstep-pro``, ...) start from.
     """
 
     needs_args = "the path of the dataset's file or folder (NAME:PATH)"
@@ -63,7 +63,8 @@ class FigStepSafeBench(Dataset):
             if self.images is not None:
                 image = image_at(self.images, f"query_{sid}_6.png", f"{self.path}:{line}", self.problems)
                 sample = sample.with_(
-                    prompt=PROMPT, images=(image,), metadata={**sample.metadata, "question": row["question"], "goal": row["question"]}
+                    prompt=PROMPT, images=(image,),
+                    metadata={**sample.metadata, "question": row["question"], "goal": row["question"]},
                 )
             out.append(sample)
         return out

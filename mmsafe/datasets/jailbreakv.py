@@ -19,8 +19,8 @@ class JailbreakV28K(Dataset):
     huggingface.co/datasets/JailbreakV-28K/JailBreakV-28k, columns id, jailbreak_query, redteam_query, format, policy,
     image_path, from, selected_mini, transfer_from_llm (column meanings from the dataset card). ``image_path`` is
     relative to the CSV's folder. The prompt is jailbreak_query (the attack), the category is policy; redteam_query
-    (the plain harmful request, also the sample's ``goal``, what judges read) and the rest go to metadata. ``mini=True`` keeps the rows marked ``selected_mini``
-    (the 280-row mini set).
+    (the plain harmful request, also the sample's ``goal``, what judges read) and the rest go to metadata.
+    ``mini=True`` keeps the rows marked ``selected_mini`` (the 280-row mini set).
     """
 
     needs_args = "the path of the dataset's file or folder (NAME:PATH)"
